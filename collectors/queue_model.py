@@ -1,0 +1,155 @@
+"""MTA-agnostic queue accounting: queue records in, bounded per-lane/per-provider totals out.
+
+The Postfix decoder (``showq``) and, later, the Exim spool reader both yield ``QueueMessage``
+records; ``QueueTally`` folds a stream of them into a ``QueueSnapshot`` without keeping the
+messages, so memory stays flat whatever the queue size. ``queue_families`` renders a snapshot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+
+from collectors.classify import Classifier, domain_of, relay_host
+
+_REASON_CACHE_LIMIT = 16384
+
+
+@dataclass(frozen=True, slots=True)
+class QueueRecipient:
+    """One recipient of a queued message; ``reason`` is its last defer reason, if any."""
+
+    address: str
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class QueueMessage:
+    """One queued message as the MTA reports it (arrival time, never file mtime)."""
+
+    queue: str
+    queue_id: str
+    arrival: float
+    size: int
+    sender: str
+    recipients: tuple[QueueRecipient, ...]
+    forced_expire: bool = False
+
+
+@dataclass
+class LaneTotals:
+    """Totals of one (queue, lane) cell."""
+
+    messages: int = 0
+    recipients: int = 0
+    size_bytes: int = 0
+    oldest: float | None = None
+
+
+@dataclass
+class QueueSnapshot:
+    """The result of one complete queue scan."""
+
+    queues: tuple[str, ...]
+    lanes: tuple[str, ...]
+    cells: dict[tuple[str, str], LaneTotals] = field(default_factory=dict)
+    deferred: dict[tuple[str, str], int] = field(default_factory=dict)
+    forced_expire: int = 0
+    scanned_at: float = 0.0
+    duration_seconds: float = 0.0
+
+    @property
+    def total_messages(self) -> int:
+        """All messages in every queue."""
+        return sum(cell.messages for cell in self.cells.values())
+
+
+class QueueTally:
+    """Folds ``QueueMessage`` records into a ``QueueSnapshot``.
+
+    A message's lane comes from its sender, the domain of its first recipient and the MTA
+    instance; each recipient that carries a defer reason counts once under the provider of its
+    domain (or of the host named in the reason) and the reason's class.
+    """
+
+    def __init__(self, classifier: Classifier, queues: Iterable[str]) -> None:
+        self.classifier = classifier
+        self.queues = tuple(queues)
+        self._reason_cache: dict[str, tuple[str | None, str]] = {}
+
+    def new_snapshot(self) -> QueueSnapshot:
+        """An empty snapshot with every known (queue, lane) cell present, so zeros are exported."""
+        lanes = self.classifier.lane_names
+        snapshot = QueueSnapshot(self.queues, lanes)
+        for queue in self.queues:
+            for lane in lanes:
+                snapshot.cells[(queue, lane)] = LaneTotals()
+        return snapshot
+
+    def _classify_reason(self, text: str) -> tuple[str | None, str]:
+        cached = self._reason_cache.get(text)
+        if cached is None:
+            cached = (relay_host(None, text), self.classifier.reason(None, text))
+            if len(self._reason_cache) >= _REASON_CACHE_LIMIT:
+                self._reason_cache.clear()
+            self._reason_cache[text] = cached
+        return cached
+
+    def add(self, snapshot: QueueSnapshot, message: QueueMessage, instance: str | None = None) -> None:
+        """Account one message into ``snapshot``."""
+        recipients = message.recipients
+        first_domain = domain_of(recipients[0].address) if recipients else None
+        lane = self.classifier.lane(message.sender, first_domain, instance)
+        cell = snapshot.cells.get((message.queue, lane))
+        if cell is None:  # a queue this MTA reports that the tally was not told about
+            cell = snapshot.cells[(message.queue, lane)] = LaneTotals()
+        cell.messages += 1
+        cell.recipients += len(recipients)
+        cell.size_bytes += message.size
+        if cell.oldest is None or message.arrival < cell.oldest:
+            cell.oldest = message.arrival
+        if message.forced_expire:
+            snapshot.forced_expire += 1
+        for recipient in recipients:
+            if recipient.reason:
+                host, reason = self._classify_reason(recipient.reason)
+                key = (self.classifier.provider(domain_of(recipient.address), host), reason)
+                snapshot.deferred[key] = snapshot.deferred.get(key, 0) + 1
+
+
+def queue_families(snapshot: QueueSnapshot | None, source: str) -> Iterator[Metric]:
+    """Render the SPEC §5 queue gauges of ``snapshot``; ``source`` names where it came from."""
+    labels = ["queue", "lane"]
+    messages = GaugeMetricFamily("mtaq_queue_messages", f"Messages in the queue, from {source}.", labels=labels)
+    recipients = GaugeMetricFamily(
+        "mtaq_queue_recipients", f"Recipients of queued messages, from {source}.", labels=labels)
+    size = GaugeMetricFamily(
+        "mtaq_queue_size_bytes", f"Total size of queued messages in bytes, from {source}.", labels=labels)
+    oldest = GaugeMetricFamily(
+        "mtaq_queue_oldest_message_timestamp_seconds",
+        f"Arrival time of the oldest message in the queue (absent when empty), from {source}.", labels=labels)
+    deferred = GaugeMetricFamily(
+        "mtaq_queue_deferred_recipients",
+        f"Queued recipients with a defer reason, by provider and reason class, from {source}.",
+        labels=["provider", "reason"])
+    forced = GaugeMetricFamily(
+        "mtaq_queue_forced_expire_messages", f"Queued messages marked to expire (postsuper -e), from {source}.")
+    scan = GaugeMetricFamily(
+        "mtaq_queue_scan_duration_seconds", "Duration of the last complete queue scan in seconds.")
+    last = GaugeMetricFamily(
+        "mtaq_queue_last_scan_timestamp_seconds", "Time the last complete queue scan finished.")
+    if snapshot is not None:
+        for (queue, lane), cell in sorted(snapshot.cells.items()):
+            messages.add_metric([queue, lane], cell.messages)
+            recipients.add_metric([queue, lane], cell.recipients)
+            size.add_metric([queue, lane], cell.size_bytes)
+            if cell.oldest is not None:
+                oldest.add_metric([queue, lane], cell.oldest)
+        for (provider, reason), count in sorted(snapshot.deferred.items()):
+            deferred.add_metric([provider, reason], count)
+        forced.add_metric([], snapshot.forced_expire)
+        scan.add_metric([], snapshot.duration_seconds)
+        last.add_metric([], snapshot.scanned_at)
+    yield from (messages, recipients, size, oldest, deferred, forced, scan, last)

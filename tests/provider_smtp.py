@@ -1,0 +1,136 @@
+"""A loopback SMTP server that answers like real mailbox providers, by recipient domain.
+
+Postfix in the lab relays everything here, so the deferral and bounce replies in its log and
+queue are real Postfix handling of provider-shaped answers (reference/exim-kumo-throttle.md §4).
+"""
+
+from __future__ import annotations
+
+import socket
+import socketserver
+import threading
+from dataclasses import dataclass, field
+
+# Recipient domain -> the reply to RCPT TO. Multi-line replies use "code-" continuation lines
+# and a final "code " line; anything else makes Postfix wait for the rest of the reply.
+REPLIES: dict[str, list[str]] = {
+    "gmail.com": [
+        "421-4.7.28 [127.0.0.1] Our system has detected an unusual rate of",
+        "421-4.7.28 unsolicited mail originating from your IP address. To protect our",
+        "421-4.7.28 users from spam, mail sent from your IP address has been temporarily",
+        "421 4.7.28 rate limited. https://support.google.com/mail/answer/81126 - gsmtp",
+    ],
+    "yahoo.com": [
+        "421 4.7.0 [TSS04] Messages from 127.0.0.1 temporarily deferred due to unexpected "
+        "volume or user complaints - 4.16.55.1; see https://postmaster.yahooinc.com/error-codes",
+    ],
+    "outlook.com": [
+        "451 4.7.650 The mail server [127.0.0.1] has been temporarily rate limited due to IP "
+        "reputation. For e-mail delivery information, see https://aka.ms/postmaster (S775)",
+    ],
+    "icloud.com": ["452 4.2.2 The email account that you tried to reach is over quota"],
+    "gmx.de": ["550 5.1.1 <unknown@gmx.de>: Recipient address rejected: User unknown"],
+    "comcast.net": [
+        "554 5.7.1 Service unavailable; Client host [127.0.0.1] blocked using zen.spamhaus.org; "
+        "https://www.spamhaus.org/query/ip/127.0.0.1",
+    ],
+}
+ACCEPT = ["250 2.1.5 Ok"]
+
+
+@dataclass
+class Stats:
+    """What the simulator saw, so tests can cross-check Postfix's own accounting."""
+
+    delivered: list[str] = field(default_factory=list)
+    rejected: dict[str, int] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class _Handler(socketserver.StreamRequestHandler):
+    timeout = 30
+
+    def _send(self, lines: list[str]) -> None:
+        self.wfile.write("".join(f"{line}\r\n" for line in lines).encode())
+        self.wfile.flush()
+
+    def handle(self) -> None:
+        stats: Stats = self.server.stats  # type: ignore[attr-defined]
+        self._send(["220 provider.test ESMTP simulator"])
+        recipients: list[str] = []
+        while True:
+            raw = self.rfile.readline(8192)
+            if not raw:
+                return
+            command = raw.decode("utf-8", "replace").strip()
+            verb = command[:4].upper()
+            if verb in ("EHLO", "HELO"):
+                self._send(["250-provider.test", "250-PIPELINING", "250-8BITMIME", "250 SIZE 52428800"])
+            elif verb == "MAIL":
+                recipients = []
+                self._send(["250 2.1.0 Ok"])
+            elif verb == "RCPT":
+                address = command.partition(":")[2].strip().strip("<>")
+                domain = address.rpartition("@")[2].lower()
+                reply = REPLIES.get(domain, ACCEPT)
+                if reply is ACCEPT:
+                    recipients.append(address)
+                else:
+                    with stats.lock:
+                        stats.rejected[domain] = stats.rejected.get(domain, 0) + 1
+                self._send(reply)
+                if reply[-1].startswith("421"):
+                    return
+            elif verb == "DATA":
+                if not recipients:
+                    self._send(["554 5.5.1 No valid recipients"])
+                    continue
+                self._send(["354 End data with <CR><LF>.<CR><LF>"])
+                while True:
+                    line = self.rfile.readline(65536)
+                    if not line or line in (b".\r\n", b".\n"):
+                        break
+                with stats.lock:
+                    stats.delivered.extend(recipients)
+                self._send(["250 2.0.0 Ok: queued"])
+            elif verb == "RSET":
+                recipients = []
+                self._send(["250 2.0.0 Ok"])
+            elif verb == "QUIT":
+                self._send(["221 2.0.0 Bye"])
+                return
+            else:
+                self._send(["250 2.0.0 Ok"])
+
+
+class _Server(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+class ProviderSMTP:
+    """Start with ``start()``; ``port`` is a free loopback port chosen at start."""
+
+    def __init__(self) -> None:
+        self.stats = Stats()
+        self._server: _Server | None = None
+        self.port = 0
+
+    def start(self) -> ProviderSMTP:
+        self._server = _Server(("127.0.0.1", 0), _Handler)
+        self._server.stats = self.stats  # type: ignore[attr-defined]
+        self.port = self._server.server_address[1]
+        threading.Thread(target=self._server.serve_forever, daemon=True, name="provider-smtp").start()
+        return self
+
+    def stop(self) -> None:
+        if self._server:
+            self._server.shutdown()
+            self._server.server_close()
+
+
+def free_port() -> int:
+    """A loopback TCP port that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -1,0 +1,95 @@
+"""Configuration loading: file, environment, flags, and precise errors with exit status 2."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from exporter.config import ConfigError, load_config
+
+EXAMPLE = Path(__file__).parent.parent / "examples" / "mtaq.yml"
+
+
+def test_defaults() -> None:
+    config = load_config(None, environ={})
+    assert config.web.listen_address == ":10154"
+    assert config.lanes.names == ["high", "normal", "low"]
+    assert config.postfix.queue_scan_interval == 30
+    assert config.log.start_from == "end"
+
+
+def test_example_config_loads() -> None:
+    config = load_config(str(EXAMPLE), environ={})
+    assert config.lanes.rules[0].lane == "high"
+    assert config.postfix.instances[0].name == "postfix"
+
+
+def test_environment_overrides_file_and_flags_override_environment(tmp_path: Path) -> None:
+    file = tmp_path / "c.yml"
+    file.write_text("web:\n  listen_address: ':1000'\npostfix:\n  queue_scan_interval: 1m\n")
+    env = {"MTAQ_WEB__LISTEN_ADDRESS": ":2000", "MTAQ_LOG__PATHS": "[/var/log/mail.log, /var/log/b.log]",
+           "MTAQ_LOG__FROM": "start", "OTHER": "x"}
+    config = load_config(str(file), environ=env)
+    assert config.web.listen_address == ":2000"
+    assert config.postfix.queue_scan_interval == 60
+    assert config.log.paths == ["/var/log/mail.log", "/var/log/b.log"]
+    assert config.log.start_from == "start"
+    config = load_config(str(file), environ=env, overrides={"web": {"listen_address": "127.0.0.1:3000"}})
+    assert config.web.listen_address == "127.0.0.1:3000"
+
+
+@pytest.mark.parametrize(("text", "env", "expected"), [
+    ("web:\n  listen_address: nonsense\n", {}, "web.listen_address: Value error, expected [host]:port"),
+    ("postfix:\n  queue_scan_interval: soon\n", {}, "postfix.queue_scan_interval: Value error, expected a duration"),
+    ("postfix:\n  queue_scan_interval: 0\n", {}, "postfix.queue_scan_interval: Input should be greater than 0"),
+    ("lanes:\n  rules:\n    - lane: urgent\n      match: {sender: '*'}\n", {}, "lanes: Value error, rules[0].lane"),
+    ("webb: {}\n", {}, "webb: unknown key"),
+    ("", {"MTAQ_WEB__LISTEN_ADRESS": "x"}, "web.listen_adress: unknown key [from MTAQ_WEB__LISTEN_ADRESS]"),
+    ("", {"MTAQ_LOG__FROM": "middle"}, "log.from: Input should be 'start' or 'end'"),
+])
+def test_errors_name_the_key_and_source(tmp_path: Path, text: str, env: dict, expected: str) -> None:
+    file = tmp_path / "bad.yml"
+    file.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(str(file), environ=env)
+    assert any(expected in problem for problem in caught.value.problems), caught.value.problems
+
+
+def test_all_problems_are_reported_together(tmp_path: Path) -> None:
+    file = tmp_path / "bad.yml"
+    file.write_text("web:\n  listen_address: x\n  extra: 1\npostfix:\n  queue_scan_interval: -1\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(str(file), environ={})
+    assert len(caught.value.problems) == 3
+
+
+@pytest.mark.parametrize(("content", "expected"), [
+    (None, "cannot read"),
+    ("a: [1, 2\n", "not valid YAML"),
+    ("- a\n- b\n", "expected a mapping"),
+])
+def test_unreadable_or_malformed_file(tmp_path: Path, content: str | None, expected: str) -> None:
+    file = tmp_path / "c.yml"
+    if content is not None:
+        file.write_text(content)
+    with pytest.raises(ConfigError, match=expected):
+        load_config(str(file), environ={})
+
+
+def test_cli_exits_2_with_one_line_per_problem(tmp_path: Path) -> None:
+    file = tmp_path / "bad.yml"
+    file.write_text("web:\n  listen_address: x\n")
+    done = subprocess.run([sys.executable, "-m", "exporter.cli", "--config.file", str(file)],
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"mtaq-exporter: configuration error: web.listen_address: Value error, expected [host]:port, got 'x' "
+        f"[from {file}]"]
+
+
+def test_check_config_command(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "exporter.cli", "check-config", "--config.file", str(EXAMPLE)],
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert "configuration OK" in done.stdout
