@@ -1,0 +1,57 @@
+"""The demo command: real bundled Postfix data served as metrics that promtool accepts."""
+
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+
+import pytest
+
+from exporter.demo import demo_file
+from tests.provider_smtp import free_port
+
+
+@pytest.fixture(scope="module")
+def demo() -> Iterator[int]:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "exporter.cli", "demo", "--web.listen-address",
+                             f"127.0.0.1:{port}"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:
+                if response.status == 200:
+                    break
+        except OSError:
+            pass
+        if time.monotonic() > deadline or proc.poll() is not None:
+            proc.kill()
+            raise AssertionError(f"demo did not become ready: {proc.communicate()[0].decode()}")
+        time.sleep(0.1)
+    yield port
+    proc.terminate()
+    assert proc.wait(10) == 0
+
+
+def fetch(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        return response.read().decode()
+
+
+def test_demo_serves_the_bundled_queue(demo: int) -> None:
+    text = fetch(demo)
+    messages = len(demo_file("demo_queue.jsonl").splitlines())
+    total = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                if line.startswith("mtaq_queue_messages{"))
+    assert total == messages
+    assert 'mtaq_up{mta="postfix"} 1.0' in text
+    assert 'mtaq_queue_deferred_recipients{provider="google",reason="rate_limited"}' in text
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool (Debian package prometheus) not installed")
+def test_promtool_accepts_demo_metrics(demo: int) -> None:
+    done = subprocess.run(["promtool", "check", "metrics"], input=fetch(demo), capture_output=True, text=True,
+                          timeout=30)
+    assert done.returncode == 0, done.stdout + done.stderr
