@@ -24,6 +24,7 @@ import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     IPvAnyAddress,
@@ -34,6 +35,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from collectors.durations import Duration, parse_duration
 
 log = logging.getLogger("mtaq.dnsbl")
 
@@ -332,11 +335,12 @@ class DnsblSettings(_Frozen):
     nameservers: tuple[Nameserver, ...] = Field(
         default=(), description="host[:port] of recursive resolvers; empty = /etc/resolv.conf"
     )
-    timeout: float = Field(default=2.0, gt=0, le=60, description="seconds per DNS query")
-    deadline: float = Field(default=30.0, gt=0, le=3600, description="seconds for a whole run")
+    timeout: Duration = Field(default=2.0, le=60, description="seconds per DNS query")
+    deadline: Duration = Field(default=30.0, le=3600, description="seconds for a whole run")
     concurrency: int = Field(default=32, ge=1, le=256, description="DNS queries in flight at most")
-    interval: float = Field(default=10800, ge=3600, le=86400, description="seconds between runs")
-    jitter: float = Field(default=300, ge=0, le=3600, description="random delay added to a run")
+    interval: Duration = Field(default=10800, ge=3600, le=86400, description="seconds between runs")
+    jitter: Annotated[float, BeforeValidator(parse_duration)] = Field(
+        default=300, ge=0, le=3600, description="random delay added to a run")
     lists: DnsblLists = DnsblLists()
     keys: dict[KeyName, AccessKey] = Field(
         default={}, validate_default=True,

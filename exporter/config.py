@@ -10,7 +10,6 @@ each with its dotted key and where the value came from; the CLI then exits with 
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -20,30 +19,15 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from collectors.classify import ClassificationConfig
 from collectors.dnsbl_catalogue import DnsblSettings
+from collectors.durations import Duration
 
 ENV_PREFIX = "MTAQ_"
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-
-
 class ConfigError(Exception):
     """Invalid configuration; ``problems`` holds one line per bad key."""
 
     def __init__(self, problems: list[str]) -> None:
         super().__init__("\n".join(problems))
         self.problems = problems
-
-
-def _duration(value: object) -> object:
-    if isinstance(value, str):
-        match = _DURATION.match(value)
-        if not match:
-            raise ValueError(f"expected a duration like 30s, 5m, 3h or a number of seconds, got {value!r}")
-        return float(match.group(1)) * _UNITS[match.group(2) or "s"]
-    return value
-
-
-Duration = Annotated[float, BeforeValidator(_duration), Field(gt=0)]
 
 
 class _Section(BaseModel):
