@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -50,7 +50,8 @@ class AgentCollector(Collector):
 
 
 def build_registry(collectors: Sequence[BaseCollector]) -> CollectorRegistry:
-    """A fresh registry with the agent collector (no process-global state)."""
+    """A fresh registry with the agent collector and the process's own CPU/memory/fd metrics."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(AgentCollector(collectors))
+    ProcessCollector(registry=registry)
     return registry

@@ -55,6 +55,12 @@ class _Handler(socketserver.StreamRequestHandler):
         self.wfile.flush()
 
     def handle(self) -> None:
+        try:
+            self._converse()
+        except (ConnectionResetError, BrokenPipeError, TimeoutError):
+            pass  # Postfix may drop a connection at any point, as clients of real providers do
+
+    def _converse(self) -> None:
         stats: Stats = self.server.stats  # type: ignore[attr-defined]
         self._send(["220 provider.test ESMTP simulator"])
         recipients: list[str] = []
