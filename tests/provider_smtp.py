@@ -6,6 +6,7 @@ queue are real Postfix handling of provider-shaped answers (reference/exim-kumo-
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import socketserver
 import threading
@@ -55,10 +56,9 @@ class _Handler(socketserver.StreamRequestHandler):
         self.wfile.flush()
 
     def handle(self) -> None:
-        try:
+        # Postfix may drop a connection at any point, as clients of real providers do.
+        with contextlib.suppress(ConnectionResetError, BrokenPipeError, TimeoutError):
             self._converse()
-        except (ConnectionResetError, BrokenPipeError, TimeoutError):
-            pass  # Postfix may drop a connection at any point, as clients of real providers do
 
     def _converse(self) -> None:
         stats: Stats = self.server.stats  # type: ignore[attr-defined]
