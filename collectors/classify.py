@@ -27,6 +27,7 @@ REASONS = (
 )
 LABEL_VALUE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 _CACHE_LIMIT = 65536
+_BLANK_DIGITS = str.maketrans("0123456789", "0000000000")
 
 Patterns = Annotated[list[str], Field(default_factory=list)]
 
@@ -217,13 +218,16 @@ class Classifier:
             for suffix in entry.get("mx_suffixes", []):
                 self._suffixes[suffix.lower().lstrip(".")] = name
         self.provider_names: tuple[str, ...] = (*sorted(table), OTHER)
-        rules = [*(r.model_dump() for r in config.reasons), *_builtin("reasons.yaml")]  # type: ignore[misc]
-        self._reasons = tuple(
-            (rule["reason"], re.compile("|".join(f"(?:{p})" for p in rule["patterns"]), re.IGNORECASE))
-            for rule in rules
-        )
+        # Built-in patterns are lower case and searched in lower-cased text; user patterns keep
+        # IGNORECASE so they may be written either way.
+        user = [(r.reason, re.compile("|".join(f"(?:{p})" for p in r.patterns), re.IGNORECASE))
+                for r in config.reasons]
+        builtin_rules: list[dict] = _builtin("reasons.yaml")  # type: ignore[assignment]
+        self._reasons = (*user, *((r["reason"], re.compile("|".join(f"(?:{p})" for p in r["patterns"])))
+                                  for r in builtin_rules))
         self._lane_cache: dict[tuple[str | None, ...], str] = {}
         self._provider_cache: dict[tuple[str, str | None], str] = {}
+        self._reason_cache: dict[tuple[str | None, str], str] = {}
 
     def lane(self, sender: str | None, recipient_domain: str | None = None,
              instance: str | None = None, service: str | None = None) -> str:
@@ -281,8 +285,25 @@ class Classifier:
         return None
 
     def reason(self, dsn: str | None, text: str) -> str:
-        """The reason class of a failed or deferred delivery, from its DSN and reply text."""
-        subject = f"{dsn} {text}" if dsn else text
+        """The reason class of a failed or deferred delivery, from its DSN and reply text.
+
+        Answers are cached by the DSN and the text with its digits blanked: replies repeat
+        except for ids, timestamps and addresses (Gmail and Microsoft put a fresh id in every
+        reply), and the table costs tens of microseconds a reply. Codes that decide a class
+        differ in more than their digits (``[TSS04]``/``[TS03]``, ``(S3150)``/``(S775)``) or
+        come with their own DSN, which stays in the key as it is.
+        """
+        key = (dsn, text.translate(_BLANK_DIGITS))
+        name = self._reason_cache.get(key)
+        if name is None:
+            name = self._reason_uncached(dsn, text)
+            if len(self._reason_cache) >= _CACHE_LIMIT:
+                self._reason_cache.clear()
+            self._reason_cache[key] = name
+        return name
+
+    def _reason_uncached(self, dsn: str | None, text: str) -> str:
+        subject = (f"{dsn} {text}" if dsn else text).lower()
         for name, pattern in self._reasons:
             if pattern.search(subject):
                 return name

@@ -14,8 +14,6 @@ from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
 from collectors.classify import Classifier, domain_of, relay_host
 
-_REASON_CACHE_LIMIT = 16384
-
 
 @dataclass(frozen=True, slots=True)
 class QueueRecipient:
@@ -77,7 +75,6 @@ class QueueTally:
     def __init__(self, classifier: Classifier, queues: Iterable[str]) -> None:
         self.classifier = classifier
         self.queues = tuple(queues)
-        self._reason_cache: dict[str, tuple[str | None, str]] = {}
 
     def new_snapshot(self) -> QueueSnapshot:
         """An empty snapshot with every known (queue, lane) cell present, so zeros are exported."""
@@ -87,15 +84,6 @@ class QueueTally:
             for lane in lanes:
                 snapshot.cells[(queue, lane)] = LaneTotals()
         return snapshot
-
-    def _classify_reason(self, text: str) -> tuple[str | None, str]:
-        cached = self._reason_cache.get(text)
-        if cached is None:
-            cached = (relay_host(None, text), self.classifier.reason(None, text))
-            if len(self._reason_cache) >= _REASON_CACHE_LIMIT:
-                self._reason_cache.clear()
-            self._reason_cache[text] = cached
-        return cached
 
     def add(self, snapshot: QueueSnapshot, message: QueueMessage, instance: str | None = None) -> None:
         """Account one message into ``snapshot``."""
@@ -114,8 +102,9 @@ class QueueTally:
             snapshot.forced_expire += 1
         for recipient in recipients:
             if recipient.reason:
-                host, reason = self._classify_reason(recipient.reason)
-                key = (self.classifier.provider(domain_of(recipient.address), host), reason)
+                host = relay_host(None, recipient.reason)
+                key = (self.classifier.provider(domain_of(recipient.address), host),
+                       self.classifier.reason(None, recipient.reason))
                 snapshot.deferred[key] = snapshot.deferred.get(key, 0) + 1
 
 

@@ -48,6 +48,11 @@ def build_collectors(config: Config, classifier: Classifier) -> list[BaseCollect
         collectors.append(PostfixQueueCollector(
             [resolve_instance(i) for i in config.postfix.instances], classifier,
             interval=config.postfix.queue_scan_interval))
+    if config.log.paths:
+        from collectors.postfix_log import PostfixLogCollector
+        collectors.append(PostfixLogCollector(
+            config.log.paths, classifier, checkpoint_path=config.log.checkpoint_file,
+            start_at=config.log.start_from, max_tracked_messages=config.log.max_tracked_messages))
     if config.dnsbl.enabled:
         from collectors.dnsbl import DnsblCollector
         collectors.append(DnsblCollector(config.dnsbl))

@@ -182,7 +182,15 @@ class PostfixLab:
         deadline = time.monotonic() + timeout
         while not predicate():
             if time.monotonic() > deadline:
-                raise TimeoutError(f"timed out waiting for {what}\n{self.log_tail()}")
+                try:
+                    queue = "\n".join(json.dumps(m)[:300] for m in self.queue_json()[:10])
+                except (OSError, subprocess.SubprocessError) as exc:
+                    queue = f"(postqueue failed: {exc})"
+                sockets = subprocess.run(["ss", "-tanpo"], capture_output=True, text=True, check=False).stdout
+                sockets = "\n".join(line for line in sockets.splitlines() if f":{self.relay_port}" in line
+                                    and "TIME-WAIT" not in line)
+                raise TimeoutError(f"timed out waiting for {what}\nqueue:\n{queue}\nconnections to the provider "
+                                   f"simulator:\n{sockets}\nlog:\n{self.log_tail()}")
             time.sleep(0.2)
 
 

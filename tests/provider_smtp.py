@@ -112,6 +112,10 @@ class _Handler(socketserver.StreamRequestHandler):
 class _Server(socketserver.ThreadingTCPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # socketserver's default backlog of 5 overflows when Postfix opens many connections at once:
+    # the kernel then drops the handshake's last ACK, the client believes it is connected and
+    # waits minutes for a greeting that never comes.
+    request_queue_size = 256
 
 
 class ProviderSMTP:

@@ -1,0 +1,306 @@
+"""``mtaq-exporter analyze [--json] [--top N] LOG…``: an incident report from finished mail logs.
+
+Reads whole files (plain or gzip, recognised by content), through the same parser and delivery
+accounting as the agent, so expiry, bounce and self-deferral rules are identical. Reports
+outcomes by lane and by provider, retry rate per provider (deferred attempts / all attempts),
+top deferral reasons with a sample reply, hard/soft bounces, dead letters with their last
+reason, self-inflicted deferrals and line totals. BSD timestamps have no year: each file's
+modification time places them.
+
+``--json`` prints one document::
+
+    files            [{path, lines, first_timestamp, last_timestamp}]  (epoch seconds or null)
+    lines            {total, parsed, ignored, unparsed}
+    received         {lane: messages}
+    by_lane          {lane: {sent, deferred, bounced, deferred_messages}}   (attempts, then messages)
+    by_provider      {provider: {sent, deferred, bounced, deferred_messages, retry_rate}}
+    deferral_reasons [{provider, reason, count, sample}]                  (largest first)
+    bounces          {hard, soft, hard_ratio, by_reason: [{type, lane, provider, reason, count, sample}]}
+    dead_letters     {total, by_reason: [{lane, provider, reason, count}],
+                      recent: [{qid, sender, lane, provider, reason, text, first_seen, expired_at,
+                                forced, attempts, pending_recipients}]}
+    self_deferrals   {reason: count}
+    verify_probes    {status: count}
+    delivery_delay   [{lane, status, count, mean_seconds}]
+    tracked_at_end   messages still in flight (or pending) when the logs end
+
+Exit status: 0, or 1 when a file could not be read (the others are still reported).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from typing import IO, Any, TextIO
+
+from collectors.classify import Classifier
+from collectors.delivery_accounting import BOUNCED, DEFERRED, AccountingSnapshot
+from collectors.postfix_log import PostfixLogProcessor
+from collectors.postfix_log_parse import Ignored, PostfixLineParser, Unparsed
+
+_CHUNK_BYTES = 1 << 20
+_PROGRESS_EVERY = 0.5
+#: Offline reports may span days of traffic: keep far more message states than the agent does.
+_MAX_TRACKED = 2_000_000
+_EDGE_LINES = 20  # lines at each end of a file searched for its first/last timestamp
+
+
+class _FileClock:
+    """The reference time for year-less timestamps: the mtime of the file being read."""
+
+    def __init__(self) -> None:
+        self.reference = time.time()
+
+    def __call__(self) -> float:
+        return self.reference
+
+
+def _open(path: str) -> tuple[IO[bytes], IO[bytes]]:
+    """(stream to read lines from, raw file whose position tracks progress)."""
+    raw = open(path, "rb")  # noqa: SIM115 - closed by the caller
+    if raw.read(2) == b"\x1f\x8b":
+        raw.seek(0)
+        return gzip.GzipFile(fileobj=raw), raw
+    raw.seek(0)
+    return raw, raw
+
+
+def _chunks(stream: IO[bytes]) -> Iterator[list[str]]:
+    """Decoded lines, about a megabyte at a time (invalid UTF-8 replaced, never fatal)."""
+    while True:
+        raw_lines = stream.readlines(_CHUNK_BYTES)
+        if not raw_lines:
+            return
+        text = b"".join(raw_lines).decode("utf-8", "replace")
+        lines = text.split("\n")
+        if text.endswith("\n"):
+            lines.pop()
+        yield lines
+
+
+class _Progress:
+    """A one-line progress indicator on a terminal's stderr, silent otherwise."""
+
+    def __init__(self, out: TextIO) -> None:
+        self._out = out if out.isatty() else None
+        self._shown = time.monotonic()
+
+    def update(self, path: str, done: int, size: int) -> None:
+        if self._out is None or time.monotonic() - self._shown < _PROGRESS_EVERY:
+            return
+        self._shown = time.monotonic()
+        percent = 100 * done / size if size else 100
+        self._out.write(f"\ranalyze: {os.path.basename(path)} {percent:5.1f}% of {size / 1e6:.1f} MB ")
+        self._out.flush()
+
+    def clear(self) -> None:
+        if self._out is not None:
+            self._out.write("\r\033[K")
+            self._out.flush()
+
+
+def _edge_timestamp(parser: PostfixLineParser, lines: list[str]) -> float | None:
+    for line in lines:
+        record = parser.parse(line)
+        if not isinstance(record, Ignored | Unparsed) and record.timestamp is not None:
+            return record.timestamp
+    return None
+
+
+def read_logs(paths: list[str], classifier: Classifier,
+              progress_to: TextIO = sys.stderr) -> tuple[PostfixLogProcessor, list[dict[str, Any]], list[str]]:
+    """Feed every file to one processor; returns it, per-file facts and read errors."""
+    clock = _FileClock()
+    processor = PostfixLogProcessor(classifier, clock=clock, max_tracked_messages=_MAX_TRACKED)
+    edge_parser = PostfixLineParser(clock)
+    progress = _Progress(progress_to)
+    files: list[dict[str, Any]] = []
+    errors: list[str] = []
+    for path in paths:
+        try:
+            stream, raw = _open(path)
+        except OSError as exc:
+            errors.append(f"{path}: {exc.strerror or exc}")
+            continue
+        with raw, stream:
+            size = os.fstat(raw.fileno()).st_size
+            clock.reference = os.fstat(raw.fileno()).st_mtime
+            head: list[str] = []
+            tail: list[str] = []
+            count = 0
+            try:
+                for lines in _chunks(stream):
+                    processor.process_lines(path, lines)
+                    count += len(lines)
+                    if len(head) < _EDGE_LINES:
+                        head += lines[:_EDGE_LINES - len(head)]
+                    tail = (tail + lines[-_EDGE_LINES:])[-_EDGE_LINES:]
+                    progress.update(path, raw.tell(), size)
+            except (OSError, EOFError) as exc:  # unreadable or corrupt gzip: keep what was read
+                errors.append(f"{path}: {exc}")
+        files.append({"path": path, "lines": count, "first_timestamp": _edge_timestamp(edge_parser, head),
+                      "last_timestamp": _edge_timestamp(edge_parser, tail[::-1])})
+    progress.clear()
+    return processor, files, errors
+
+
+def _ranked(counts: dict[Any, int]) -> list[tuple[Any, int]]:
+    return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+
+
+def report(processor: PostfixLogProcessor, files: list[dict[str, Any]]) -> dict[str, Any]:
+    """The JSON document described in the module docstring."""
+    snap: AccountingSnapshot = processor.accounting.snapshot()
+    lines = {"parsed": 0, "ignored": 0, "unparsed": 0}
+    for counts in processor.line_counts().values():
+        for result, n in counts.items():
+            lines[result] += n
+    by_lane: dict[str, dict[str, float]] = defaultdict(lambda: dict.fromkeys(
+        ("sent", "deferred", "bounced", "deferred_messages"), 0))
+    by_provider: dict[str, dict[str, float]] = defaultdict(lambda: dict.fromkeys(
+        ("sent", "deferred", "bounced", "deferred_messages"), 0))
+    for (lane, provider, status), n in snap.delivery_attempts.items():
+        by_lane[lane][status] += n
+        by_provider[provider][status] += n
+    for (lane, provider), n in snap.messages_deferred.items():
+        by_lane[lane]["deferred_messages"] += n
+        by_provider[provider]["deferred_messages"] += n
+    for row in by_provider.values():
+        attempts = row["sent"] + row["deferred"] + row["bounced"]
+        row["retry_rate"] = round(row["deferred"] / attempts, 4) if attempts else 0.0
+    bounce_types = {"hard": 0, "soft": 0}
+    for (_, _, kind, _), n in snap.bounces.items():
+        bounce_types[kind] += n
+    finals = bounce_types["hard"] + bounce_types["soft"]
+    samples = snap.reason_samples
+    return {
+        "files": files,
+        "lines": {"total": sum(lines.values()), **lines},
+        "received": {lane: n for (lane,), n in sorted(snap.messages_received.items())},
+        "by_lane": dict(sorted(by_lane.items())),
+        "by_provider": dict(sorted(by_provider.items(), key=lambda kv: (-sum(kv[1].values()), kv[0]))),
+        "deferral_reasons": [
+            {"provider": provider, "reason": reason, "count": n,
+             "sample": samples.get((DEFERRED, provider, reason), "")}
+            for (provider, reason), n in _ranked(snap.deferrals)],
+        "bounces": {
+            **bounce_types,
+            "hard_ratio": round(bounce_types["hard"] / finals, 4) if finals else None,
+            "by_reason": [
+                {"type": kind, "lane": lane, "provider": provider, "reason": reason, "count": n,
+                 # Soft bounces at expiry have no reply of their own: show the deferral's.
+                 "sample": samples.get((BOUNCED, provider, reason)) or samples.get((DEFERRED, provider, reason), "")}
+                for (lane, provider, kind, reason), n in _ranked(snap.bounces)],
+        },
+        "dead_letters": {
+            "total": sum(snap.dead_letters.values()),
+            "by_reason": [{"lane": lane, "provider": provider, "reason": reason, "count": n}
+                          for (lane, provider, reason), n in _ranked(snap.dead_letters)],
+            "recent": [
+                {"qid": d.qid, "sender": d.sender, "lane": d.lane, "provider": d.provider, "reason": d.reason,
+                 "text": d.text, "first_seen": d.first_seen, "expired_at": d.expired_at, "forced": d.forced,
+                 "attempts": d.attempts, "pending_recipients": d.pending_recipients}
+                for d in reversed(snap.dead_letter_log)],
+        },
+        "self_deferrals": {reason: n for (reason,), n in _ranked(snap.self_deferrals)},
+        "verify_probes": {status: n for (status,), n in _ranked(snap.probes)},
+        "delivery_delay": [
+            {"lane": lane, "status": status, "count": h.count,
+             "mean_seconds": round(h.total / h.count, 3) if h.count else None}
+            for (lane, status), h in sorted(snap.delivery_delay.items())],
+        "tracked_at_end": snap.tracked_messages,
+    }
+
+
+def _table(headers: list[str], rows: list[list[Any]]) -> list[str]:
+    """Left-aligned first column, right-aligned numbers."""
+    cells = [[str(c) for c in row] for row in [headers, *rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    return ["  " + "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths,
+                                                                                               strict=True)))
+            for row in cells]
+
+
+def _when(epoch: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch)) if epoch is not None else "?"
+
+
+def _clip(text: str, width: int = 100) -> str:
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
+def render(doc: dict[str, Any], top: int) -> str:
+    """The human report: one section per question an operator asks during an incident."""
+    out: list[str] = []
+    lines = doc["lines"]
+    out.append(f"Lines: {lines['total']} ({lines['parsed']} parsed, {lines['ignored']} ignored, "
+               f"{lines['unparsed']} unparsed)")
+    for f in doc["files"]:
+        out.append(f"  {f['path']}: {f['lines']} lines, {_when(f['first_timestamp'])} .. "
+                   f"{_when(f['last_timestamp'])}")
+    out.append("")
+    out.append("Messages received by lane: " + (", ".join(f"{lane} {n}" for lane, n in doc["received"].items())
+                                                  or "none"))
+    out.append("")
+    out.append("Delivery attempts by lane (deferred msgs = unique messages deferred at least once)")
+    out += _table(["lane", "sent", "deferred", "bounced", "deferred msgs"],
+                  [[lane, r["sent"], r["deferred"], r["bounced"], r["deferred_messages"]]
+                   for lane, r in doc["by_lane"].items()])
+    out.append("")
+    out.append("Delivery attempts by provider (retry rate = deferred / all attempts)")
+    out += _table(["provider", "sent", "deferred", "bounced", "deferred msgs", "retry rate"],
+                  [[provider, r["sent"], r["deferred"], r["bounced"], r["deferred_messages"],
+                    f"{100 * r['retry_rate']:.1f}%"] for provider, r in list(doc["by_provider"].items())[:top]])
+    out.append("")
+    out.append("Top deferral reasons")
+    for row in doc["deferral_reasons"][:top]:
+        out.append(f"  {row['count']:>8}  {row['provider']}/{row['reason']}: {_clip(row['sample'])}")
+    if not doc["deferral_reasons"]:
+        out.append("  none")
+    out.append("")
+    bounces = doc["bounces"]
+    ratio = "n/a" if bounces["hard_ratio"] is None else f"{100 * bounces['hard_ratio']:.1f}% hard"
+    out.append(f"Bounces: {bounces['hard']} hard, {bounces['soft']} soft ({ratio})")
+    for row in bounces["by_reason"][:top]:
+        out.append(f"  {row['count']:>8}  {row['type']:<4} {row['lane']}/{row['provider']}/{row['reason']}: "
+                   f"{_clip(row['sample'])}")
+    out.append("")
+    dead = doc["dead_letters"]
+    out.append(f"Dead letters (expired, returned to sender): {dead['total']}")
+    for row in dead["by_reason"][:top]:
+        out.append(f"  {row['count']:>8}  {row['lane']}/{row['provider']}/{row['reason']}")
+    for d in dead["recent"][:top]:
+        forced = " (forced)" if d["forced"] else ""
+        out.append(f"  {d['qid']}{forced} from <{d['sender'] or ''}> expired {_when(d['expired_at'])} after "
+                   f"{d['attempts']} attempts, {d['pending_recipients']} recipients pending; last: "
+                   f"{d['provider']}/{d['reason']}: {_clip(d['text'], 80)}")
+    out.append("")
+    out.append("Self-inflicted deferrals (not counted as provider retries): "
+               + (", ".join(f"{reason} {n}" for reason, n in doc["self_deferrals"].items()) or "none"))
+    if doc["verify_probes"]:
+        out.append("Address-verification probes (not deliveries): "
+                   + ", ".join(f"{status} {n}" for status, n in doc["verify_probes"].items()))
+    out.append(f"Messages still tracked at the end of the logs: {doc['tracked_at_end']}")
+    return "\n".join(out)
+
+
+def main(argv: list[str], classifier: Classifier | None = None) -> int:
+    """Analyze the log files named in ``argv``; print the report (``--json``: one document)."""
+    parser = argparse.ArgumentParser(prog="mtaq-exporter analyze", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("logs", nargs="+", metavar="LOG", help="mail log file (plain or gzip)")
+    parser.add_argument("--json", action="store_true", help="print one JSON document")
+    parser.add_argument("--top", type=int, default=15, help="rows per ranking in the human report (default 15)")
+    args = parser.parse_args(argv)
+    processor, files, errors = read_logs(args.logs, classifier or Classifier())
+    for error in errors:
+        print(f"mtaq-exporter analyze: cannot read {error}", file=sys.stderr)
+    doc = report(processor, files)
+    print(json.dumps(doc, indent=2) if args.json else render(doc, args.top))
+    return 1 if errors else 0
