@@ -40,6 +40,7 @@ from collectors.delivery_accounting import (
     DELAY_BUCKETS,
     EXPIRED,
     HARD,
+    SELF,
     SENT,
     SOFT,
     AccountingSnapshot,
@@ -125,7 +126,7 @@ def log_families(snapshot: AccountingSnapshot, line_stats: Mapping[str, LogSourc
         "mtaq_self_deferrals_total",
         "Deferrals the MTA inflicted on itself (destination suspended, deferred transport), by underlying "
         "cause, from the mail log.",
-        ["reason"], snapshot.self_deferrals)
+        ["reason"], _filled(snapshot.self_deferrals, [(SELF,)]))
     yield _counter(
         "mtaq_verify_probes_total", "Address-verification probe results (not deliveries), from the mail log.",
         ["status"], snapshot.probes)

@@ -144,7 +144,7 @@ class PostfixLogCollector(BaseCollector):
 
     def __init__(self, paths: list[str], classifier: Classifier, *, checkpoint_path: str | None,
                  start_at: Literal["end", "start"] = "end", clock: Clock = time.time,
-                 tailer_factory: TailerFactory = Tailer,
+                 tailer_factory: TailerFactory = Tailer, poll_interval: float = 0.25,
                  max_tracked_messages: int = DEFAULT_MAX_MESSAGES) -> None:
         super().__init__(clock)
         self._paths = list(paths)
@@ -152,7 +152,7 @@ class PostfixLogCollector(BaseCollector):
         self._processor = PostfixLogProcessor(classifier, clock=clock, max_tracked_messages=max_tracked_messages)
         self._last_read: dict[str, float] = {}
         self._tailer = tailer_factory(self._paths, self._sink, checkpoint_path=checkpoint_path,
-                                      start_at=start_at, clock=clock)
+                                      start_at=start_at, clock=clock, poll_interval=poll_interval)
 
     def start(self) -> None:
         """Start tailing."""

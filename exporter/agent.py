@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
 import subprocess
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from collectors.base import BaseCollector
 from collectors.classify import Classifier
+from collectors.delivery_accounting import DeadLetter
 from collectors.postfix_queue import PostfixInstance, PostfixQueueCollector, postconf_value
 from exporter.config import Config, PostfixInstanceConfig
 from exporter.http import AgentHTTP, Request, Response
@@ -52,11 +54,17 @@ def build_collectors(config: Config, classifier: Classifier) -> list[BaseCollect
         from collectors.postfix_log import PostfixLogCollector
         collectors.append(PostfixLogCollector(
             config.log.paths, classifier, checkpoint_path=config.log.checkpoint_file,
-            start_at=config.log.start_from, max_tracked_messages=config.log.max_tracked_messages))
+            start_at=config.log.start_from, max_tracked_messages=config.log.max_tracked_messages,
+            poll_interval=config.log.poll_interval))
     if config.dnsbl.enabled:
         from collectors.dnsbl import DnsblCollector
         collectors.append(DnsblCollector(config.dnsbl))
     return collectors
+
+
+def dead_letters_payload(dead_letters: Iterable[DeadLetter]) -> dict[str, object]:
+    """The dead-letter API document: newest first, with the failure context of each."""
+    return {"dead_letters": [dataclasses.asdict(d) for d in sorted(dead_letters, key=lambda d: -d.expired_at)]}
 
 
 def split_listen_address(address: str) -> tuple[str, int]:
@@ -80,6 +88,11 @@ class Agent:
         self.port = 0
 
     def _install_routes(self) -> None:
+        log = next((c for c in self.collectors if c.id == "postfix_log"), None)
+        if log is not None:
+            self.http.add_route("GET", "/api/v1/dead-letters",
+                                lambda _r: Response.json(dead_letters_payload(log.snapshot().dead_letter_log)),
+                                "Dead letters (JSON)")
         dnsbl = next((c for c in self.collectors if c.id == "dnsbl"), None)
         if dnsbl is not None:
             self.http.add_route("GET", "/api/v1/blocklists",

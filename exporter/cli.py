@@ -6,6 +6,7 @@
     mtaq-exporter qshape [--json] [--by provider|domain]
     mtaq-exporter analyze [--json] LOG…
     mtaq-exporter blocklists check [--json] …
+    mtaq-exporter dead-letters [--url URL] [--json]
 
 Exit status 2 on bad configuration or usage, with one line per problem naming the key.
 """
@@ -139,6 +140,13 @@ def cmd_analyze(argv: list[str]) -> int:
     return main(rest, classifier=Classifier(config))
 
 
+def cmd_dead_letters(argv: list[str]) -> int:
+    """Dead letters from a running agent."""
+    from exporter.dead_letters import main
+
+    return main(argv)
+
+
 def cmd_blocklists(argv: list[str]) -> int:
     """One-shot blocklist check."""
     from exporter.blocklists_cli import main
@@ -152,6 +160,7 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "qshape": cmd_qshape,
     "analyze": cmd_analyze,
     "blocklists": cmd_blocklists,
+    "dead-letters": cmd_dead_letters,
 }
 
 

@@ -55,3 +55,18 @@ def test_promtool_accepts_demo_metrics(demo: int) -> None:
     done = subprocess.run(["promtool", "check", "metrics"], input=fetch(demo), capture_output=True, text=True,
                           timeout=30)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_demo_replays_the_bundled_log(demo: int) -> None:
+    def sent() -> float:
+        return sum(float(line.rsplit(" ", 1)[1]) for line in fetch(demo).splitlines()
+                   if line.startswith("mtaq_delivery_attempts_total{") and 'status="sent"' in line)
+
+    first = sent()
+    deadline = time.monotonic() + 30
+    while sent() <= first:
+        assert time.monotonic() < deadline, "the demo's delivery counters did not move"
+        time.sleep(0.2)
+    text = fetch(demo)
+    assert 'mtaq_deferrals_total{provider="google",reason="rate_limited"}' in text
+    assert 'mtaq_log_lines_total{result="unparsed",source=' in text

@@ -77,7 +77,8 @@ def value(registry: CollectorRegistry, name: str, **labels: str) -> float | None
 def test_constructor_wires_the_tailer() -> None:
     collector, tailer, _ = make()
     assert tailer.paths == [SOURCE]
-    assert tailer.options == {"checkpoint_path": "/tmp/ck", "start_at": "start", "clock": tailer.options["clock"]}
+    assert tailer.options == {"checkpoint_path": "/tmp/ck", "start_at": "start", "clock": tailer.options["clock"],
+                              "poll_interval": 0.25}
     assert collector.id == "postfix_log"
     assert collector.interval is None
     collector.start()

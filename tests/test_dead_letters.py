@@ -1,0 +1,63 @@
+"""Dead letters: the agent's API and the ``dead-letters`` command, on the bundled real Postfix log."""
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from exporter.agent import Agent
+from exporter.config import load_config
+from exporter.demo import DEMO_LANES, demo_file
+from tests.conftest import wait_until
+
+
+@pytest.fixture(scope="module")
+def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Agent]:
+    log = tmp_path_factory.mktemp("dl") / "maillog"
+    log.write_text(demo_file("demo_maillog.log"))
+    agent = Agent(load_config(None, environ={}, overrides={
+        **DEMO_LANES, "web": {"listen_address": "127.0.0.1:0"}, "postfix": {"enabled": False},
+        "log": {"paths": [str(log)], "from": "start"}}))
+    agent.start()
+    yield agent
+    agent.stop()
+
+
+def expired_in_log() -> list[str]:
+    """Independent reference: queue ids of qmgr expiry lines."""
+    return [line.split(": ")[1] for line in demo_file("demo_maillog.log").splitlines() if "status=expired" in line]
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "exporter.cli", "dead-letters", *args], capture_output=True,
+                          text=True, timeout=30, cwd=Path(__file__).parent.parent)
+
+
+def test_api_lists_every_expired_message_with_context(agent: Agent) -> None:
+    expected = expired_in_log()
+    assert len(expected) == 12
+    wait_until(lambda: len(agent.collectors[0].snapshot().dead_letter_log) == len(expected), what="dead letters")
+    done = cli("--url", f"http://127.0.0.1:{agent.port}", "--json")
+    assert done.returncode == 0, done.stderr
+    letters = json.loads(done.stdout)["dead_letters"]
+    assert sorted(d["qid"] for d in letters) == sorted(expected)
+    by_qid = {d["qid"]: d for d in letters}
+    gmail = next(d for d in letters if d["provider"] == "google")
+    assert gmail["reason"] == "rate_limited" and "4.7.28" in gmail["text"]
+    assert all(d["attempts"] >= 1 and d["pending_recipients"] == 1 for d in by_qid.values())
+    assert {d["lane"] for d in letters} == {"high", "normal", "low"}
+
+
+def test_human_table(agent: Agent) -> None:
+    done = cli("--url", f"http://127.0.0.1:{agent.port}", "--limit", "3")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("expired (UTC)") and len(lines) == 5 and lines[-1].startswith("... 9 more")
+
+
+def test_unreachable_agent_exits_2() -> None:
+    done = cli("--url", "http://127.0.0.1:9")
+    assert done.returncode == 2 and "cannot ask" in done.stderr
