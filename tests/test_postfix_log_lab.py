@@ -138,13 +138,19 @@ def lab(tmp_path: Path) -> Iterator[PostfixLab]:
     provider.stop()
 
 
+def drained(lab: PostfixLab) -> bool:
+    """No mail left to deliver. An incoming file without recipients is one cleanup never finished
+    (seen once after ``postfix logrotate``'s reload): qmgr never picks it up, so it is not waited for."""
+    return all(m["queue_name"] == "incoming" and not m["recipients"] for m in lab.queue_json())
+
+
 def settle(lab: PostfixLab, agent: Agent, counted_before: int = 0) -> dict[str, Counter]:
     """Wait for an empty queue, then until the agent has counted every line of the log.
 
     ``counted_before`` is what an earlier run of the agent counted: a restarted agent resumes
     from its checkpoint, so its own counters cover only the lines after it.
     """
-    lab.wait_for(lambda: not lab.queue_json(), timeout=90, what="the queue to drain (deliver/bounce/expire)")
+    lab.wait_for(lambda: drained(lab), timeout=90, what="the queue to drain (deliver/bounce/expire)")
     total = len(all_log_lines(lab)) - counted_before
     wait_until(lambda: sum(exported(agent.port)["lines"].values()) == total, timeout=30,
                what=f"the agent to count all {total} new log lines")
@@ -184,7 +190,7 @@ def test_rotation_and_restart_lose_and_double_nothing(lab: PostfixLab, tmp_path:
         first = settle(lab, agent)
         agent.stop()
         send_traffic(lab)  # logged while the agent is down: the checkpoint must bring it back
-        lab.wait_for(lambda: not lab.queue_json(), timeout=90, what="the queue to drain")
+        lab.wait_for(lambda: drained(lab), timeout=90, what="the queue to drain")
         agent = make_agent(lab, checkpoint)
         counted_before = int(sum(first["lines"].values()))
         settle(lab, agent, counted_before)
