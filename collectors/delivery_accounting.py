@@ -47,7 +47,7 @@ SELF = "self"
 DELAY_BUCKETS: tuple[float, ...] = (
     1, 5, 15, 30, 60, 300, 900, 1800, 3600, 7200, 14400, 43200, 86400, 172800, 432000,
 )
-DEFAULT_MAX_MESSAGES = 200_000
+DEFAULT_MAX_MESSAGES = 100_000
 #: Longer than Postfix's default maximal_queue_lifetime (5d) and Exim's usual retry horizon.
 DEFAULT_MESSAGE_TTL = 7 * 86400.0
 DEAD_LETTER_LIMIT = 1000

@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from collectors.classify import ClassificationConfig
+from collectors.delivery_accounting import DEFAULT_MAX_MESSAGES
 from collectors.dnsbl_catalogue import DnsblSettings
 from collectors.durations import Duration
 
@@ -89,7 +90,7 @@ class LogConfig(_Section):
     start_from: Literal["start", "end"] = Field(default="end", alias="from")
     checkpoint_file: str | None = None
     poll_interval: Duration = 0.25
-    max_tracked_messages: int = Field(default=200_000, ge=1000)
+    max_tracked_messages: int = Field(default=DEFAULT_MAX_MESSAGES, ge=1000)
 
 
 class Config(ClassificationConfig):
