@@ -93,3 +93,41 @@ def test_check_config_command(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stderr
     assert "configuration OK" in done.stdout
+
+
+def _documented_keys(node: object, prefix: str = "") -> set[str]:
+    if isinstance(node, dict):
+        keys = set()
+        for key, value in node.items():
+            keys |= {f"{prefix}{key}"} | _documented_keys(value, f"{prefix}{key}.")
+        return keys
+    if isinstance(node, list):
+        return set().union(*(_documented_keys(item, prefix) for item in node)) if node else set()
+    return set()
+
+
+def _model_keys(model: type, prefix: str = "") -> set[str]:
+    from pydantic import BaseModel
+
+    keys = set()
+    for name, field in model.model_fields.items():
+        key = f"{prefix}{field.alias or name}"
+        keys.add(key)
+        annotation = field.annotation
+        for candidate in (annotation, *getattr(annotation, "__args__", ())):
+            if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+                keys |= _model_keys(candidate, f"{key}.")
+    return keys
+
+
+def test_example_config_documents_every_key() -> None:
+    """The annotated example is the configuration reference: it may not drift from the model."""
+    import yaml
+
+    from exporter.config import Config
+
+    documented = _documented_keys(yaml.safe_load(EXAMPLE.read_text()))
+    # providers.<name> is an open mapping; lists.add entries have the catalogue's fields.
+    missing = {k for k in _model_keys(Config) if k not in documented
+               and not k.startswith(("providers.", "dnsbl.lists.add."))}
+    assert missing == set()
