@@ -29,8 +29,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from tests.helpers import free_port
 from tests.postfix_lab import start_lab
-from tests.provider_smtp import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = ROOT / "tests" / "fixtures" / "postfix_queue" / "showq.bin"

@@ -17,7 +17,8 @@ from collections.abc import Iterable
 from email.message import EmailMessage
 from pathlib import Path
 
-from tests.provider_smtp import ProviderSMTP, free_port
+from tests.helpers import free_port
+from tests.provider_smtp import ProviderSMTP
 
 POSTFIX = "/usr/sbin/postfix"
 

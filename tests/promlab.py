@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import time
 import urllib.error
@@ -33,6 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+
+from tests.helpers import free_port
 
 PROMETHEUS = "/usr/bin/prometheus"
 ALERTMANAGER = "/usr/bin/prometheus-alertmanager"
@@ -45,13 +46,6 @@ def binary(path: str) -> str | None:
     if Path(path).is_file():
         return path
     return shutil.which(Path(path).name)
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
@@ -252,13 +246,3 @@ def wait_for_alert(url: str, alertname: str, *, state: str = "firing", labels: M
         time.sleep(interval)
 
 
-def wait_until(predicate, timeout: float = 30, interval: float = 0.1, what: str = "condition"):
-    """Poll ``predicate()`` until truthy and return its value; TimeoutError after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)

@@ -7,7 +7,6 @@ queue are real Postfix handling of provider-shaped answers (reference/exim-kumo-
 from __future__ import annotations
 
 import contextlib
-import socket
 import socketserver
 import threading
 from dataclasses import dataclass, field
@@ -137,10 +136,3 @@ class ProviderSMTP:
         if self._server:
             self._server.shutdown()
             self._server.server_close()
-
-
-def free_port() -> int:
-    """A loopback TCP port that was free a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]

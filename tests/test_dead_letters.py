@@ -11,7 +11,7 @@ import pytest
 from exporter.agent import Agent
 from exporter.config import load_config
 from exporter.demo import DEMO_LANES, demo_file
-from tests.conftest import wait_until
+from tests.helpers import wait_until
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from exporter.demo import demo_file
-from tests.provider_smtp import free_port
+from tests.helpers import free_port
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,9 @@ import pytest
 
 from exporter.agent import Agent
 from exporter.config import load_config
-from tests.conftest import scrape, wait_until
+from tests.conftest import scrape
 from tests.dnsbl_server import FakeDnsbl, ip4_name, standard_world
+from tests.helpers import wait_until
 from tests.test_dnsbl import LISTED_IP, settings_for
 
 

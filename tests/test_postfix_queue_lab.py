@@ -10,7 +10,8 @@ import pytest
 from exporter.agent import Agent
 from exporter.config import load_config
 from tests.capture_demo_data import TRAFFIC, send_traffic
-from tests.conftest import scrape, wait_until
+from tests.conftest import scrape
+from tests.helpers import wait_until
 from tests.postfix_lab import PostfixLab, start_lab
 
 pytestmark = pytest.mark.lab

@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from tests import promlab
+from tests.helpers import wait_until
 
 pytestmark = pytest.mark.skipif(
     promlab.binary(promlab.PROMETHEUS) is None or promlab.binary(promlab.ALERTMANAGER) is None,
@@ -41,7 +42,7 @@ def test_prometheus_loads_and_evaluates_shipped_rules(tmp_path: Path) -> None:
             assert not errors, errors
             return all(r.get("health") == "ok" for r in rules)
 
-        promlab.wait_until(all_evaluated, timeout=10, what="every rule evaluated once")
+        wait_until(all_evaluated, timeout=10, what="every rule evaluated once")
 
         # No mtaq target at all: the meta-alert is pending (it fires after 15 minutes).
         alert = promlab.wait_for_alert(prom.url, "MtaqAgentAbsent", state="pending", timeout=10)

@@ -7,39 +7,12 @@ tailer's own counters with a deadline, never on a fixed sleep.
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from collectors.tailer import Tailer
-
-
-class Recorder:
-    """A sink that keeps every batch."""
-
-    def __init__(self) -> None:
-        self.batches: list[tuple[str, list[bytes]]] = []
-
-    def __call__(self, source: str, lines: list[bytes]) -> None:
-        self.batches.append((source, list(lines)))
-
-    def lines(self, source: str | None = None) -> list[bytes]:
-        return [line for s, batch in self.batches for line in batch if source in (None, s)]
-
-
-def append(path: Path, data: bytes) -> None:
-    with open(path, "ab") as f:
-        f.write(data)
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached before the deadline")
-        time.sleep(0.005)
+from tests.helpers import Recorder, append, wait_until
 
 
 def test_start_at_end_skips_existing_lines(tmp_path: Path) -> None:

@@ -12,30 +12,7 @@ from pathlib import Path
 import pytest
 
 from collectors.tailer import Tailer
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.batches: list[tuple[str, list[bytes]]] = []
-
-    def __call__(self, source: str, lines: list[bytes]) -> None:
-        self.batches.append((source, list(lines)))
-
-    def lines(self) -> list[bytes]:
-        return [line for _, batch in self.batches for line in batch]
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def append(path: Path, data: bytes) -> None:
-    with open(path, "ab") as f:
-        f.write(data)
+from tests.helpers import FakeClock, Recorder, append
 
 
 def tailer(log: Path, cp: Path, sink: Callable[[str, list[bytes]], None], **kw: object) -> Tailer:

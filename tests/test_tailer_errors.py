@@ -12,47 +12,15 @@ import contextlib
 import os
 import shutil
 import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from collectors.tailer import Tailer
+from tests.helpers import FakeClock, Recorder, append, wait_until
 
 NOBODY = 65534
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.batches: list[tuple[str, list[bytes]]] = []
-
-    def __call__(self, source: str, lines: list[bytes]) -> None:
-        self.batches.append((source, list(lines)))
-
-    def lines(self) -> list[bytes]:
-        return [line for _, batch in self.batches for line in batch]
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def append(path: Path, data: bytes) -> None:
-    with open(path, "ab") as f:
-        f.write(data)
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached before the deadline")
-        time.sleep(0.002)
 
 
 @contextlib.contextmanager

@@ -26,6 +26,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from collectors.tailer import Tailer
+from tests.helpers import FakeClock
 
 GRACE = 5.0
 
@@ -42,14 +43,6 @@ class Recorder:
 
     def __call__(self, source: str, lines: list[bytes]) -> None:
         self.lines.extend(lines)
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def file_lines(content: bytes, limit: int) -> list[bytes]:

@@ -5,41 +5,11 @@ from __future__ import annotations
 import os
 import random
 import threading
-import time
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 
 from collectors.tailer import Tailer
-
-
-class Recorder:
-    """A sink that keeps every batch (thread-safe enough: list.append is atomic)."""
-
-    def __init__(self) -> None:
-        self.batches: list[tuple[str, list[bytes]]] = []
-
-    def __call__(self, source: str, lines: list[bytes]) -> None:
-        self.batches.append((source, list(lines)))
-
-    def lines(self) -> list[bytes]:
-        return [line for _, batch in self.batches for line in batch]
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached before the deadline")
-        time.sleep(0.002)
+from tests.helpers import FakeClock, Recorder, wait_until
 
 
 def open_append(path: Path) -> int:

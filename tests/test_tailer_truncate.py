@@ -10,30 +10,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 from collectors.tailer import Tailer
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.batches: list[tuple[str, list[bytes]]] = []
-
-    def __call__(self, source: str, lines: list[bytes]) -> None:
-        self.batches.append((source, list(lines)))
-
-    def lines(self) -> list[bytes]:
-        return [line for _, batch in self.batches for line in batch]
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached before the deadline")
-        time.sleep(0.002)
+from tests.helpers import Recorder, wait_until
 
 
 def copytruncate(log: Path) -> None:
