@@ -187,7 +187,8 @@ class PostfixLab:
                     queue = "\n".join(json.dumps(m)[:300] for m in self.queue_json()[:10])
                 except (OSError, subprocess.SubprocessError) as exc:
                     queue = f"(postqueue failed: {exc})"
-                sockets = subprocess.run(["ss", "-tanpo"], capture_output=True, text=True, check=False).stdout
+                sockets = subprocess.run(["ss", "-tanpo"], capture_output=True, text=True,
+                                         check=False).stdout if shutil.which("ss") else "(no ss command)"
                 sockets = "\n".join(line for line in sockets.splitlines() if f":{self.relay_port}" in line
                                     and "TIME-WAIT" not in line)
                 raise TimeoutError(f"timed out waiting for {what}\nqueue:\n{queue}\nconnections to the provider "
