@@ -14,7 +14,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from prometheus_client.metrics_core import Metric
 
@@ -32,7 +32,6 @@ class CollectorHealth:
     last_error: str | None = None
     last_error_time: float | None = None
     errors_total: int = 0
-    detail: dict[str, str] = field(default_factory=dict)
 
 
 class BaseCollector(ABC):

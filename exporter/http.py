@@ -112,7 +112,6 @@ class AgentHTTP:
                     "errors_total": c.health.errors_total,
                     "last_error": c.health.last_error,
                     "last_error_time": c.health.last_error_time,
-                    **c.health.detail,
                 }
                 for c in self.collectors
             },
