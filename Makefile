@@ -4,6 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 # Debian packages the real-component tests use (SPEC §7); installed only as root and when missing.
 DEBS   := postfix prometheus prometheus-alertmanager
+BENCH_DEBS := prometheus-postfix-exporter mtail
 
 .PHONY: run demo test test-unit lint setup system-deps bench clean
 
@@ -44,9 +45,16 @@ test-unit: setup
 lint: setup
 	$(BIN)/ruff check exporter collectors tests bench
 
+# Benchmarks print ratios against baselines measured in the same run (not part of `make test`).
+# queue_bench needs root (it runs a private Postfix); log_bench compares with Debian's
+# prometheus-postfix-exporter and mtail when installed.
 bench: setup system-deps
+	@[ "$$(id -u)" != 0 ] || dpkg -s $(BENCH_DEBS) >/dev/null 2>&1 || \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(BENCH_DEBS) >/dev/null
 	$(BIN)/python -m bench.queue_bench
 	$(BIN)/python -m bench.log_bench
+	$(BIN)/python -m bench.latency_bench
+	$(BIN)/python -m bench.tailer_bench
 	$(BIN)/python -m bench.dnsbl_bench
 
 clean:
