@@ -18,6 +18,7 @@ from exporter.config import Config, PostfixInstanceConfig
 from exporter.http import AgentHTTP, Request, Response
 from exporter.registry import build_registry
 from exporter.scheduler import Scheduler
+from exporter.web_config import load_web_config
 
 log = logging.getLogger("mtaq.agent")
 
@@ -81,7 +82,8 @@ class Agent:
         self.classifier = Classifier(config)
         self.collectors = list(collectors) if collectors is not None else build_collectors(config, self.classifier)
         self.registry = build_registry(self.collectors)
-        self.http = AgentHTTP(self.registry, self.collectors, telemetry_path=config.web.telemetry_path)
+        self.tls, auth = load_web_config(config.web.config_file) if config.web.config_file else (None, None)
+        self.http = AgentHTTP(self.registry, self.collectors, telemetry_path=config.web.telemetry_path, auth=auth)
         self.scheduler = Scheduler(self.collectors)
         self._install_routes()
         self.stopped = threading.Event()
@@ -111,7 +113,7 @@ class Agent:
             collector.start()
         self.scheduler.start()
         host, port = split_listen_address(self.config.web.listen_address)
-        server = self.http.serve(host, port)
+        server = self.http.serve(host, port, self.tls)
         self.port = server.server_address[1]
         log.info("listening on %s:%d, collectors: %s", host or "*", self.port,
                  ", ".join(c.id for c in self.collectors) or "none")

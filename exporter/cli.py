@@ -19,7 +19,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from exporter import __version__
 from exporter.config import Config, ConfigError, load_config
@@ -30,6 +30,7 @@ log = logging.getLogger("mtaq")
 FLAGS: dict[str, tuple[str, str]] = {
     "--web.listen-address": ("web.listen_address", "address to listen on, [host]:port (default :10154)"),
     "--web.telemetry-path": ("web.telemetry_path", "path of the metrics page (default /metrics)"),
+    "--web.config.file": ("web.config_file", "exporter-toolkit web-config.yml: TLS and basic auth"),
     "--postfix.showq-path": ("postfix.instances[0].showq_path", "Postfix showq socket"),
     "--postfix.config-dir": ("postfix.instances[0].config_dir", "Postfix configuration directory"),
     "--log.from": ("log.from", "where to begin a log without checkpoint: start or end"),
@@ -60,14 +61,19 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     return tree
 
 
+def exit_on_config_error(exc: ConfigError) -> NoReturn:
+    """Print every problem, one line each, and exit 2."""
+    for problem in exc.problems:
+        print(f"mtaq-exporter: configuration error: {problem}", file=sys.stderr)
+    raise SystemExit(2)
+
+
 def config_from_args(args: argparse.Namespace) -> Config:
     """Load configuration for parsed ``args``; exits 2 with every problem listed."""
     try:
         return load_config(args.config_file, overrides=_overrides(args))
     except ConfigError as exc:
-        for problem in exc.problems:
-            print(f"mtaq-exporter: configuration error: {problem}", file=sys.stderr)
-        raise SystemExit(2) from None
+        exit_on_config_error(exc)
 
 
 def _setup_logging(level: str) -> None:
@@ -79,7 +85,10 @@ def run_agent(config: Config, collectors: Sequence[Any] | None = None, *, ready:
     """Run the agent until SIGINT/SIGTERM."""
     from exporter.agent import Agent
 
-    agent = Agent(config, collectors)
+    try:
+        agent = Agent(config, collectors)
+    except ConfigError as exc:
+        exit_on_config_error(exc)
     stop = threading.Event()
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):

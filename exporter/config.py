@@ -43,10 +43,11 @@ def _listen_address(value: str) -> str:
 
 
 class WebConfig(_Section):
-    """HTTP server: where to listen and the metrics path."""
+    """HTTP server: where to listen, the metrics path, optional TLS/basic auth."""
 
     listen_address: Annotated[str, BeforeValidator(lambda v: _listen_address(str(v)))] = ":10154"
     telemetry_path: str = "/metrics"
+    config_file: str | None = None
 
     @field_validator("telemetry_path")
     @classmethod

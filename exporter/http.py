@@ -11,6 +11,7 @@ import gzip
 import html
 import json
 import logging
+import ssl
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -21,6 +22,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from collectors.base import BaseCollector
 from exporter import __version__
+from exporter.web_config import BasicAuth
 
 log = logging.getLogger("mtaq.http")
 # The classic text format that generate_latest writes; older Prometheus servers (Debian's 2.42)
@@ -60,9 +62,14 @@ Handler = Callable[[Request], Response]
 class AgentHTTP:
     """The agent's HTTP endpoints over a set of collectors and a registry."""
 
+    # Probes carry no credentials (Kubernetes httpGet) and these two reveal nothing.
+    UNAUTHENTICATED = ("/healthz", "/readyz")
+
     def __init__(self, registry: CollectorRegistry, collectors: Sequence[BaseCollector], *,
-                 telemetry_path: str = "/metrics", title: str = "mtaq-exporter") -> None:
+                 telemetry_path: str = "/metrics", title: str = "mtaq-exporter",
+                 auth: BasicAuth | None = None) -> None:
         self.registry = registry
+        self.auth = auth
         self.collectors = collectors
         self.telemetry_path = telemetry_path
         self.title = title
@@ -137,7 +144,10 @@ class AgentHTTP:
         return Response(200, page.encode(), "text/html; charset=utf-8")
 
     def dispatch(self, request: Request) -> Response:
-        """Route a request; unknown paths 404, wrong methods 405, handler crashes 500."""
+        """Route a request; no credentials 401, unknown paths 404, wrong methods 405, crashes 500."""
+        if (self.auth is not None and request.path not in self.UNAUTHENTICATED
+                and not self.auth.allows(request.headers.get("authorization"))):
+            return Response(401, b"unauthorized\n", headers={"WWW-Authenticate": 'Basic realm="mtaq-exporter"'})
         handler = self.routes.get((request.method, request.path))
         if handler is None:
             allowed = sorted(m for (m, p) in self.routes if p == request.path)
@@ -150,13 +160,14 @@ class AgentHTTP:
             log.exception("handler for %s %s failed", request.method, request.path)
             return Response(500, b"internal error\n")
 
-    def serve(self, host: str, port: int) -> ThreadingHTTPServer:
+    def serve(self, host: str, port: int, tls: ssl.SSLContext | None = None) -> ThreadingHTTPServer:
         """Start serving in a background thread; returns the server (its port may be 0 → chosen)."""
         agent = self
 
         class _Handler(BaseHTTPRequestHandler):
             server_version = f"mtaq-exporter/{__version__}"
             protocol_version = "HTTP/1.1"
+            timeout = 60  # idle keep-alive connections and stalled clients are dropped
 
             def _handle(self) -> None:
                 path, _, query = self.path.partition("?")
@@ -178,8 +189,27 @@ class AgentHTTP:
             def log_message(self, format: str, *args: object) -> None:
                 log.debug("%s %s", self.address_string(), format % args)
 
-        server = ThreadingHTTPServer((host, port), _Handler)
-        server.daemon_threads = True
+        class _Server(ThreadingHTTPServer):
+            daemon_threads = True
+
+            def finish_request(self, request, client_address):  # type: ignore[no-untyped-def]
+                if tls is None:
+                    super().finish_request(request, client_address)
+                    return
+                # The TLS handshake runs here, in the request's own thread, so a slow or broken
+                # client cannot stall the accept loop.
+                request.settimeout(_Handler.timeout)
+                try:
+                    wrapped = tls.wrap_socket(request, server_side=True)
+                except (ssl.SSLError, OSError) as exc:
+                    log.debug("TLS handshake with %s failed: %s", client_address, exc)
+                    return
+                try:
+                    super().finish_request(wrapped, client_address)
+                finally:
+                    wrapped.close()
+
+        server = _Server((host, port), _Handler)
         threading.Thread(target=server.serve_forever, name="http", daemon=True).start()
         self._server = server
         return server
