@@ -43,7 +43,7 @@ test-unit: setup
 	$(BIN)/python -m pytest -q -m "not lab" $(PYTEST_ARGS)
 
 lint: setup
-	$(BIN)/ruff check exporter collectors tests bench
+	$(BIN)/ruff check exporter collectors tests bench scripts
 
 # Benchmarks print ratios against baselines measured in the same run (not part of `make test`).
 # queue_bench needs root (it runs a private Postfix); log_bench compares with Debian's

@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from collectors.dnsbl import DnsblCollector  # after the sys.path line above, so it runs from a checkout
 from collectors.dnsbl_catalogue import DnsblSettings
-from tests.dnsbl_server import FakeDnsbl, ip4_name
+from tests.lab.dnsbl_server import FakeDnsbl, ip4_name
 
 
 def serve(conn: Connection, delay: float, targets: list[str], zones: list[str]) -> None:
@@ -78,7 +78,7 @@ def main() -> int:
         conn.send("peak")
         server_peak = conn.recv()
         if not ok:
-            print(f"run failed: {collector.health.last_error}", file=sys.stderr)
+            print(f"run failed: {collector.health.view().last_error}", file=sys.stderr)
             break
         times.append(elapsed)
         run = collector.last_results()["run"]

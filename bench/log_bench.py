@@ -41,8 +41,10 @@ from typing import Any
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from collectors.classify import Classifier  # after the sys.path line above, so it runs from a checkout
-from collectors.postfix_log import PostfixLogCollector, PostfixLogProcessor
-from collectors.postfix_log_parse import Ignored, PostfixLineParser, Unparsed
+from collectors.log_collector import LogCollector
+from collectors.log_pipeline import LogProcessor
+from collectors.postfix.log_events import POSTFIX_LOG
+from collectors.postfix.log_parse import Ignored, PostfixLineParser, Unparsed
 from collectors.tailer import SourceStats, Tailer
 
 BATCH = 4096  # lines per sink call, about what the tailer hands over per read
@@ -125,13 +127,14 @@ def tail_file(path: str) -> None:
         tailers.append(Tailer(*a, use_inotify=False, **k))
         return tailers[-1]
 
-    collector = PostfixLogCollector([path], Classifier(), checkpoint_path=None, start_at="start",
-                                    tailer_factory=factory)
+    collector = LogCollector("postfix_log", POSTFIX_LOG, [path], Classifier(), checkpoint_path=None,
+                             start_at="start", tailer_factory=factory)
     wall, cpu = time.perf_counter(), time.process_time()
     tailers[0].poll_once()
     list(collector.families())
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    print(tailers[0].stats[path].lines, wall, cpu, _rss_mb("VmHWM"), collector.snapshot().tracked_messages)
+    tracked = sum(s.tracked_messages for s in collector.snapshots().values())
+    print(tailers[0].stats[path].lines, wall, cpu, _rss_mb("VmHWM"), tracked)
     collector.stop()
 
 
@@ -235,7 +238,7 @@ def main() -> int:
             parse(line)
 
     def account() -> None:
-        processor = PostfixLogProcessor(classifier)
+        processor = LogProcessor(POSTFIX_LOG, classifier)
         for batch in batches:
             processor.process_lines("bench", batch)
 
@@ -246,7 +249,8 @@ def main() -> int:
             tailers.append(_NullTailer(*a, **k))
             return tailers[-1]
 
-        c = PostfixLogCollector(["bench"], classifier, checkpoint_path=None, tailer_factory=factory)
+        c = LogCollector("postfix_log", POSTFIX_LOG, ["bench"], classifier, checkpoint_path=None,
+                         tailer_factory=factory)
         for batch in raw_batches:
             tailers[0].sink("bench", batch)
         list(c.families())

@@ -30,7 +30,7 @@ import urllib.request
 from pathlib import Path
 
 from tests.helpers import free_port
-from tests.postfix_lab import start_lab
+from tests.lab.postfix import start_lab
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = ROOT / "tests" / "fixtures" / "postfix_queue" / "showq.bin"
@@ -78,16 +78,19 @@ def timed_get(url: str) -> float:
 MTAQ_READ = """
 import sys, time
 from collectors.classify import Classifier, ClassificationConfig
-from collectors.postfix_queue import PostfixInstance, PostfixQueueCollector
+from collectors.postfix.instance import PostfixInstance, PostfixQueueReader
+from collectors.postfix.showq import POSTFIX_QUEUES
+from collectors.queue_collector import QueueCollector
 lanes = ClassificationConfig.model_validate({"lanes": {"rules": [
     {"lane": "high", "match": {"sender": "*@alerts.example.com"}},
     {"lane": "low", "match": {"sender_domain": "bulk.example.com"}}]}})
-c = PostfixQueueCollector([PostfixInstance("bench", sys.argv[1])], Classifier(lanes))
+reader = PostfixQueueReader(PostfixInstance(name="bench", showq_path=sys.argv[1]))
+c = QueueCollector("postfix_queue", "postfix", [reader], Classifier(lanes), POSTFIX_QUEUES)
 began = time.perf_counter()
-assert c.run_refresh(), c.health.last_error
+assert c.run_refresh(), c.health.view().last_error
 elapsed = time.perf_counter() - began
 import resource
-print(elapsed, c.snapshot.total_messages, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+print(elapsed, c.snapshot("bench").total_messages, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
 
 

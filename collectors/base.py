@@ -1,29 +1,109 @@
-"""The contract every collector follows, and the health record the agent reports for it.
+"""The contract every collector follows: families it emits, background jobs, HTTP routes, health.
 
-A collector has an ``id`` (used as the ``collector`` label, the config section and the module
-name), ``families()`` that renders its latest state as fresh metric families, and optionally
-``refresh()``: background work (a queue scan, a blocklist run) that the scheduler calls every
-``interval`` seconds. Scrapes never call ``refresh()``, so ``/metrics`` latency does not depend
-on queue size or DNS latency.
+A collector has an ``id`` (the ``collector`` label, the ``--collector.<id>`` flag, its module's
+name), ``describe()`` naming the catalogue families it emits, ``families()`` rendering its latest
+state as fresh metric families, and optionally ``refresh()``: background work (a queue scan, a
+blocklist run) that the scheduler runs every ``interval`` seconds as a named :class:`Job`.
+Scrapes never call ``refresh()``, so ``/metrics`` latency does not depend on queue size or DNS
+latency. ``routes()`` adds JSON endpoints to the agent's HTTP server, each with its auth policy.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Protocol
 
 from prometheus_client.metrics_core import Metric
 
+from collectors.families import Family
+
+#: Seconds since the epoch; injected everywhere so tests can drive time.
 Clock = Callable[[], float]
 
 
+# -- what the scheduler runs ------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Job:
+    """Background work: ``run()`` once at start-up, then every ``interval`` (+ up to ``jitter``)
+    seconds, never overlapping itself."""
+
+    name: str
+    interval: float
+    run: Callable[[], object]
+    jitter: float = 0.0
+
+
+class Services(Protocol):
+    """What the agent offers a collector's route handlers."""
+
+    def run_now(self, job: str) -> bool:
+        """Ask for an extra run of the named job now; False if there is no such job."""
+        ...
+
+
+# -- what the HTTP server serves ---------------------------------------------------------------
+
+class Auth(StrEnum):
+    """Who may call a route."""
+
+    NONE = "none"  # probes (Kubernetes httpGet carries no credentials); must reveal nothing
+    WEB = "web"  # the web-config.yml basic auth, when configured
+    BEARER = "bearer"  # ``Authorization: Bearer <token>`` (webhooks); refused when no token is configured
+
+
+@dataclass(frozen=True)
+class Request:
+    """What a route handler sees."""
+
+    method: str
+    path: str
+    query: str
+    headers: dict[str, str]
+    body: bytes
+
+
 @dataclass
-class CollectorHealth:
-    """What the landing page and ``mtaq_collector_*`` say about one collector."""
+class Response:
+    """What a route handler returns."""
+
+    status: int = 200
+    body: bytes = b""
+    content_type: str = "text/plain; charset=utf-8"
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def json(cls, payload: object, status: int = 200) -> Response:
+        """A JSON response."""
+        return cls(status, json.dumps(payload, indent=2, default=str).encode(), "application/json")
+
+
+Handler = Callable[[Request], Response]
+
+
+@dataclass(frozen=True)
+class Route:
+    """``method path`` served by ``handler``; ``title`` puts a link on the landing page."""
+
+    method: str
+    path: str
+    handler: Handler
+    auth: Auth = Auth.WEB
+    title: str | None = None
+
+
+# -- health ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class HealthView:
+    """A consistent copy of a collector's health, for the landing page and ``mtaq_collector_*``."""
 
     success: bool = False
     duration_seconds: float = 0.0
@@ -34,23 +114,76 @@ class CollectorHealth:
     errors_total: int = 0
 
 
+class CollectorHealth:
+    """The only writer of a collector's health; every update and read takes its lock, whichever
+    thread (scheduler, tailer, scrape) reports. Logs an error once until it changes or recovers."""
+
+    def __init__(self, name: str, clock: Clock, log: logging.Logger) -> None:
+        self._name = name
+        self._clock = clock
+        self._log = log
+        self._lock = threading.Lock()
+        self._view = HealthView()
+
+    def succeeded(self, duration: float | None = None) -> None:
+        """A run (or a check of a background source) went well."""
+        with self._lock:
+            view, now = self._view, self._clock()
+            if not view.success and view.last_error:
+                self._log.info("%s recovered", self._name)
+            self._view = HealthView(True, view.duration_seconds if duration is None else duration, now, now,
+                                    view.last_error, view.last_error_time, view.errors_total)
+
+    def failed(self, error: BaseException | str, duration: float | None = None) -> None:
+        """A run failed; ``error`` is what the landing page and the log show."""
+        message = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+        with self._lock:
+            view, now = self._view, self._clock()
+            if message != view.last_error or view.success:
+                self._log.error("%s failed: %s", self._name, message)
+            self._view = HealthView(False, view.duration_seconds if duration is None else duration, now,
+                                    view.last_success, message, now, view.errors_total + 1)
+
+    def observe_duration(self, seconds: float) -> None:
+        """How long the latest unit of work took (a batch of log lines, say)."""
+        with self._lock:
+            v = self._view
+            self._view = HealthView(v.success, seconds, v.last_run, v.last_success, v.last_error,
+                                    v.last_error_time, v.errors_total)
+
+    def view(self) -> HealthView:
+        """The health now."""
+        with self._lock:
+            return self._view
+
+
+# -- the collector -----------------------------------------------------------------------------
+
 class BaseCollector(ABC):
     """Base class: health bookkeeping and exception capture around ``refresh()``.
 
-    Subclasses set ``id`` and ``interval`` (seconds between refreshes, ``None`` for collectors
-    fed by a background thread of their own), implement ``families()``, and may implement
-    ``refresh()``, ``start()`` and ``stop()``.
+    Subclasses implement ``describe()`` and ``families()``, set ``interval`` (seconds between
+    refreshes; ``None`` for collectors fed by a thread of their own) and may implement
+    ``refresh()``, ``start()``, ``stop()``, ``routes()`` and ``sources()``.
     """
 
-    id: str = ""
     interval: float | None = None
     jitter: float = 0.0
 
-    def __init__(self, clock: Clock = time.time) -> None:
+    def __init__(self, collector_id: str, clock: Clock = time.time) -> None:
+        self.id = collector_id
         self.clock = clock
-        self.health = CollectorHealth()
-        self.log = logging.getLogger(f"mtaq.{self.id or type(self).__name__}")
+        self.log = logging.getLogger(f"mtaq.{collector_id}")
+        self.health = CollectorHealth(collector_id, clock, self.log)
         self._refresh_lock = threading.Lock()
+
+    @abstractmethod
+    def describe(self) -> tuple[Family, ...]:
+        """The catalogue families ``families()`` may emit."""
+
+    @abstractmethod
+    def families(self) -> Iterable[Metric]:
+        """Render the latest state as new metric families (called on every scrape)."""
 
     def refresh(self) -> None:
         """Do the collector's background work; raise on failure. Default: nothing to do."""
@@ -66,35 +199,24 @@ class BaseCollector(ABC):
             try:
                 self.refresh()
             except Exception as exc:
-                self.record_failure(exc)
-                ok = False
-            else:
-                self.record_success()
-                ok = True
-            self.health.duration_seconds = time.monotonic() - start
-            self.health.last_run = self.clock()
-            return ok
+                self.health.failed(exc, time.monotonic() - start)
+                return False
+            self.health.succeeded(time.monotonic() - start)
+            return True
 
-    def record_success(self) -> None:
-        """Mark the collector healthy (for collectors that run their own threads)."""
-        if not self.health.success and self.health.last_error:
-            self.log.info("%s recovered", self.id)
-        self.health.success = True
-        self.health.last_success = self.clock()
+    def jobs(self) -> list[Job]:
+        """Background jobs: by default ``run_refresh`` every ``interval`` seconds, when set."""
+        if not self.interval:
+            return []
+        return [Job(self.id, self.interval, self.run_refresh, self.jitter)]
 
-    def record_failure(self, exc: BaseException | str) -> None:
-        """Mark the collector failed; log the error once until it changes or recovers."""
-        message = exc if isinstance(exc, str) else f"{type(exc).__name__}: {exc}"
-        if message != self.health.last_error or self.health.success:
-            self.log.error("%s failed: %s", self.id, message)
-        self.health.success = False
-        self.health.last_error = message
-        self.health.last_error_time = self.clock()
-        self.health.errors_total += 1
+    def routes(self, services: Services) -> list[Route]:
+        """HTTP routes this collector adds (none by default)."""
+        return []
 
-    @abstractmethod
-    def families(self) -> Iterable[Metric]:
-        """Render the latest state as new metric families (called on every scrape)."""
+    def sources(self) -> list[str]:
+        """What it reads, one phrase each, for the start-up log and the status page."""
+        return []
 
     def start(self) -> None:
         """Start background threads, if any."""

@@ -18,7 +18,9 @@ from importlib import resources
 from typing import Annotated
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from collectors.settings import StrictModel
 
 OTHER = "other"
 REASONS = (
@@ -40,11 +42,7 @@ def _compile_pattern(pattern: str) -> Callable[[str], object]:
     return re.compile(fnmatch.translate(pattern), re.IGNORECASE).match
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class LaneMatch(_Strict):
+class LaneMatch(StrictModel):
     """Conditions of one lane rule; all given conditions must hold (each: any pattern matches)."""
 
     sender: Patterns
@@ -69,14 +67,14 @@ class LaneMatch(_Strict):
         return patterns
 
 
-class LaneRule(_Strict):
+class LaneRule(StrictModel):
     """``lane`` applies to mail that satisfies ``match``."""
 
     lane: str
     match: LaneMatch
 
 
-class LanesConfig(_Strict):
+class LanesConfig(StrictModel):
     """Priority lanes: ordered rules, first match wins, else ``default``."""
 
     names: list[str] = Field(default_factory=lambda: ["high", "normal", "low"])
@@ -103,14 +101,14 @@ class LanesConfig(_Strict):
         return self
 
 
-class ProviderEntry(_Strict):
+class ProviderEntry(StrictModel):
     """A provider added or extended in config."""
 
     domains: list[str] = Field(default_factory=list)
     mx_suffixes: list[str] = Field(default_factory=list)
 
 
-class ReasonRule(_Strict):
+class ReasonRule(StrictModel):
     """A reason pattern added in config; user rules are tried before the built-in table."""
 
     reason: str
@@ -134,7 +132,7 @@ class ReasonRule(_Strict):
         return patterns
 
 
-class ClassificationConfig(_Strict):
+class ClassificationConfig(StrictModel):
     """The ``lanes``/``providers``/``reasons`` part of the agent's configuration."""
 
     lanes: LanesConfig = Field(default_factory=LanesConfig)

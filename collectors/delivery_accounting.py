@@ -24,6 +24,10 @@ provider, reason, status, bounce type; never addresses), following SPEC §3:
 The per-message table is bounded: entries leave on ``removed``, and a size cap plus a TTL on
 the first sighting evict the oldest (counted). Event methods and ``snapshot()`` take a lock, so
 one thread can feed while scrapes read.
+
+Queue ids are unique only within one MTA instance, so ``InstanceAccounts`` keeps one
+``DeliveryAccounting`` per instance (the ``mta_instance`` label), and ``merge_snapshots`` sums
+them for reports that do not split by instance.
 """
 
 from __future__ import annotations
@@ -32,12 +36,11 @@ import threading
 import time
 from bisect import bisect_left
 from collections import OrderedDict, defaultdict, deque
-from collections.abc import Callable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from collectors.base import Clock
 from collectors.classify import OTHER, Classifier, domain_of
-
-Clock = Callable[[], float]
 
 SENT, DEFERRED, BOUNCED, EXPIRED = "sent", "deferred", "bounced", "expired"
 _STATUSES = frozenset({SENT, DEFERRED, BOUNCED})
@@ -55,6 +58,8 @@ _SWEEP_EVERY = 60.0
 _FUTURE_SLACK = 86400.0
 _SAMPLE_RECIPIENTS = 20
 _LABEL_CACHE_LIMIT = 65536
+#: Distinct MTA instances accounted apart; lines of any further instance count under ``other``.
+MAX_INSTANCES = 16
 
 # (lane, provider, reason, reply text) of a recipient's last deferral.
 _Deferral = tuple[str, str, str, str]
@@ -361,3 +366,82 @@ class DeliveryAccounting:
                 dead_letter_log=tuple(self._dead_letter_log),
                 reason_samples=dict(self._samples),
             )
+
+
+def merge_snapshots(snapshots: Iterable[AccountingSnapshot]) -> AccountingSnapshot:
+    """One snapshot summing several (every instance of an MTA, for a report across them)."""
+    snapshots = list(snapshots)
+
+    def summed(field_name: str) -> dict:
+        total: defaultdict = defaultdict(int)
+        for snap in snapshots:
+            for key, n in getattr(snap, field_name).items():
+                total[key] += n
+        return dict(total)
+
+    delay: dict[tuple[str, str], DelayHistogram] = {}
+    for snap in snapshots:
+        for key, h in snap.delivery_delay.items():
+            old = delay.get(key)
+            delay[key] = h if old is None else DelayHistogram(
+                tuple(a + b for a, b in zip(old.counts, h.counts, strict=True)), old.total + h.total)
+    samples: dict[tuple[str, str, str], str] = {}
+    for snap in snapshots:
+        samples.update(snap.reason_samples)
+    return AccountingSnapshot(
+        messages_received=summed("messages_received"), delivery_attempts=summed("delivery_attempts"),
+        messages_deferred=summed("messages_deferred"), deferrals=summed("deferrals"), bounces=summed("bounces"),
+        dead_letters=summed("dead_letters"), delivery_delay=delay, self_deferrals=summed("self_deferrals"),
+        probes=summed("probes"), tracked_messages=sum(s.tracked_messages for s in snapshots),
+        evicted_messages=sum(s.evicted_messages for s in snapshots),
+        dead_letter_log=tuple(sorted((d for s in snapshots for d in s.dead_letter_log), key=lambda d: d.expired_at)),
+        reason_samples=samples)
+
+
+class InstanceAccounts:
+    """One ``DeliveryAccounting`` per MTA instance, created on first sight.
+
+    ``get(instance)`` is on the hot path: one dict lookup once an instance is known. ``preset``
+    instances (else ``default``) exist from the start, so their series are there before the
+    first line. A record without an instance (a bare journald line) counts under ``default``;
+    beyond ``MAX_INSTANCES``
+    distinct names, further instances share ``other``, so a junk log cannot grow the label set.
+    """
+
+    def __init__(self, classifier: Classifier, default: str, *, clock: Clock = time.time,
+                 max_messages: int = DEFAULT_MAX_MESSAGES, preset: Iterable[str] = ()) -> None:
+        self._classifier = classifier
+        self._default = default
+        self._clock = clock
+        self._max_messages = max_messages
+        self._lock = threading.Lock()
+        self._named: dict[str, DeliveryAccounting] = {}  # by mta_instance label
+        self._lookup: dict[str | None, DeliveryAccounting] = {}  # by what records carry
+        for name in tuple(preset) or (default,):  # zero-filled from the start
+            self.get(name)
+
+    def get(self, instance: str | None) -> DeliveryAccounting:
+        """The accounting of ``instance``."""
+        accounting = self._lookup.get(instance)
+        if accounting is None:
+            accounting = self._add(instance)
+        return accounting
+
+    def _add(self, instance: str | None) -> DeliveryAccounting:
+        with self._lock:
+            name = instance or self._default
+            if name not in self._named and len(self._named) >= MAX_INSTANCES:
+                name = OTHER
+            accounting = self._named.get(name)
+            if accounting is None:
+                accounting = DeliveryAccounting(self._classifier, clock=self._clock, max_messages=self._max_messages)
+                self._named[name] = accounting
+            self._lookup[instance] = accounting
+            return accounting
+
+    def snapshots(self) -> Mapping[str, AccountingSnapshot]:
+        """Each instance's snapshot, by ``mta_instance``."""
+        with self._lock:
+            named = list(self._named.items())
+        return {name: accounting.snapshot() for name, accounting in named}
+

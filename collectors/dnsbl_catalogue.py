@@ -23,9 +23,7 @@ from typing import Annotated, Any, Literal, Self
 import yaml
 from pydantic import (
     AfterValidator,
-    BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     IPvAnyAddress,
     SecretStr,
@@ -36,7 +34,7 @@ from pydantic import (
     model_validator,
 )
 
-from collectors.durations import Duration, parse_duration
+from collectors.settings import Duration, StrictModel, parse_duration, parse_host_port
 
 log = logging.getLogger("mtaq.dnsbl")
 
@@ -69,40 +67,17 @@ def normalize_domain(value: str) -> str:
     return name
 
 
-def parse_nameserver(value: str) -> tuple[str, int]:
-    """Split ``"host[:port]"`` into an IP address and a port (53 when absent).
+def nameserver_endpoint(value: str) -> tuple[str, int]:
+    """``"IP[:port]"`` (IPv6 in brackets with a port) as (address, port), port 53 when absent.
 
-    IPv6 takes brackets when it has a port (``[2001:db8::53]:5353``). Host names are refused: the
-    checker must know exactly which resolver answers, and dnspython wants addresses.
+    Host names are refused: the checker must know exactly which resolver answers, and dnspython
+    wants addresses.
     """
-    text = value.strip()
-    port_text: str | None = None
-    if text.startswith("["):
-        host, closed, rest = text[1:].partition("]")
-        if not closed or (rest and not rest.startswith(":")):
-            raise ValueError(f"{value!r}: expected [IPv6]:port")
-        port_text = rest[1:] if rest else None
-    elif text.count(":") == 1:
-        host, port_text = text.split(":")
-    else:
-        host = text
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        raise ValueError(
-            f"{value!r}: the nameserver must be an IP address with an optional port, e.g. "
-            "192.0.2.53, 192.0.2.53:5353 or [2001:db8::53]:5353"
-        ) from None
-    port = 53
-    if port_text is not None:
-        if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
-            raise ValueError(f"{value!r}: the port must be a number from 1 to 65535")
-        port = int(port_text)
-    return str(address), port
+    return parse_host_port(value, default_port=53, ip_only=True)
 
 
 def _canonical_nameserver(value: str) -> str:
-    host, port = parse_nameserver(value)
+    host, port = nameserver_endpoint(value)
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
@@ -127,25 +102,21 @@ Bit = Annotated[int, Field(ge=1, le=128), AfterValidator(_check_bit)]
 Weight = Annotated[int, Field(ge=0, le=100)]
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class CodeSpec(_Frozen):
+class CodeSpec(StrictModel):
     """Meaning and optional weight of one listing code or bit."""
 
     meaning: str = Field(min_length=1)
     weight: Weight | None = None
 
 
-class TestPointsSpec(_Frozen):
+class TestPointsSpec(StrictModel):
     """RFC 5782 canaries: ``listed`` names must be listed, ``not_listed`` names NXDOMAIN."""
 
     listed: tuple[str, ...] = ()
     not_listed: tuple[str, ...] = ()
 
 
-class BlockListSpec(_Frozen):
+class BlockListSpec(StrictModel):
     """One catalogue entry or ``dnsbl.lists.add`` item (the YAML file's header documents it)."""
 
     zone: DomainName
@@ -284,14 +255,14 @@ def default_specs() -> tuple[BlockListSpec, ...]:
     return specs
 
 
-class DnsblTargets(_Frozen):
+class DnsblTargets(StrictModel):
     """What to check: sending IPs (IPv4 and IPv6) and sending identity domains."""
 
     ips: tuple[IPvAnyAddress, ...] = ()
     domains: tuple[DomainName, ...] = ()
 
 
-class DnsblLists(_Frozen):
+class DnsblLists(StrictModel):
     """Which lists to use: the catalogue plus ``add``, minus ``disable``, or only ``enable_only``.
 
     An ``add`` entry with a catalogue zone replaces that catalogue entry.
@@ -327,7 +298,7 @@ class DnsblLists(_Frozen):
         return specs
 
 
-class DnsblSettings(_Frozen):
+class DnsblSettings(StrictModel):
     """The ``dnsbl:`` config section."""
 
     enabled: bool = False
@@ -386,7 +357,7 @@ class DnsblSettings(_Frozen):
 
     def endpoints(self) -> tuple[tuple[str, int], ...]:
         """Configured nameservers as (IP address, port) pairs."""
-        return tuple(parse_nameserver(ns) for ns in self.nameservers)
+        return tuple(nameserver_endpoint(ns) for ns in self.nameservers)
 
 
 def load_catalogue(settings: DnsblSettings) -> list[BlockList]:

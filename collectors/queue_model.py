@@ -2,15 +2,14 @@
 
 The Postfix decoder (``showq``) and, later, the Exim spool reader both yield ``QueueMessage``
 records; ``QueueTally`` folds a stream of them into a ``QueueSnapshot`` without keeping the
-messages, so memory stays flat whatever the queue size. ``queue_families`` renders a snapshot.
+messages, so memory stays flat whatever the queue size. ``collectors/queue_collector.py`` renders
+snapshots as metric families.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-
-from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
 from collectors.classify import Classifier, domain_of, relay_host
 
@@ -106,39 +105,3 @@ class QueueTally:
                 key = (self.classifier.provider(domain_of(recipient.address), host),
                        self.classifier.reason(None, recipient.reason))
                 snapshot.deferred[key] = snapshot.deferred.get(key, 0) + 1
-
-
-def queue_families(snapshot: QueueSnapshot | None, source: str) -> Iterator[Metric]:
-    """Render the SPEC §5 queue gauges of ``snapshot``; ``source`` names where it came from."""
-    labels = ["queue", "lane"]
-    messages = GaugeMetricFamily("mtaq_queue_messages", f"Messages in the queue, from {source}.", labels=labels)
-    recipients = GaugeMetricFamily(
-        "mtaq_queue_recipients", f"Recipients of queued messages, from {source}.", labels=labels)
-    size = GaugeMetricFamily(
-        "mtaq_queue_size_bytes", f"Total size of queued messages in bytes, from {source}.", labels=labels)
-    oldest = GaugeMetricFamily(
-        "mtaq_queue_oldest_message_timestamp_seconds",
-        f"Arrival time of the oldest message in the queue (absent when empty), from {source}.", labels=labels)
-    deferred = GaugeMetricFamily(
-        "mtaq_queue_deferred_recipients",
-        f"Queued recipients with a defer reason, by provider and reason class, from {source}.",
-        labels=["provider", "reason"])
-    forced = GaugeMetricFamily(
-        "mtaq_queue_forced_expire_messages", f"Queued messages marked to expire (postsuper -e), from {source}.")
-    scan = GaugeMetricFamily(
-        "mtaq_queue_scan_duration_seconds", "Duration of the last complete queue scan in seconds.")
-    last = GaugeMetricFamily(
-        "mtaq_queue_last_scan_timestamp_seconds", "Time the last complete queue scan finished.")
-    if snapshot is not None:
-        for (queue, lane), cell in sorted(snapshot.cells.items()):
-            messages.add_metric([queue, lane], cell.messages)
-            recipients.add_metric([queue, lane], cell.recipients)
-            size.add_metric([queue, lane], cell.size_bytes)
-            if cell.oldest is not None:
-                oldest.add_metric([queue, lane], cell.oldest)
-        for (provider, reason), count in sorted(snapshot.deferred.items()):
-            deferred.add_metric([provider, reason], count)
-        forced.add_metric([], snapshot.forced_expire)
-        scan.add_metric([], snapshot.duration_seconds)
-        last.add_metric([], snapshot.scanned_at)
-    yield from (messages, recipients, size, oldest, deferred, forced, scan, last)

@@ -1,122 +1,107 @@
-"""Builds the collectors a configuration asks for and runs them with the HTTP server."""
+"""The agent: the collectors the configuration turns on, their jobs, the registry and the HTTP server.
+
+It loops over the collector table and never names a collector: each one brings its families
+(checked against each other at start-up), its background jobs (for the scheduler) and its HTTP
+routes (for the server, each with its auth policy).
+"""
 
 from __future__ import annotations
 
-import dataclasses
+import gzip
 import logging
-import os
-import shutil
-import subprocess
 import threading
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Sequence
+from typing import Any
 
-from collectors.base import BaseCollector
+from prometheus_client import generate_latest
+
+from collectors.base import Auth, BaseCollector, Request, Response, Route
 from collectors.classify import Classifier
-from collectors.delivery_accounting import DeadLetter
-from collectors.postfix_queue import PostfixInstance, PostfixQueueCollector, postconf_value
-from exporter.config import Config, PostfixInstanceConfig
-from exporter.http import AgentHTTP, Request, Response
-from exporter.registry import build_registry
+from collectors.spec import BuildContext
+from collectors.table import COLLECTORS
+from exporter.config import collector_enabled
+from exporter.http import HTTPServer
+from exporter.registry import build_registry, check_families
 from exporter.scheduler import Scheduler
+from exporter.status import landing_page, status_document, waiting_collectors
 from exporter.web_config import load_web_config
 
 log = logging.getLogger("mtaq.agent")
 
-
-def resolve_instance(conf: PostfixInstanceConfig) -> PostfixInstance:
-    """Fill in the showq socket path from the instance's ``queue_directory`` when not given."""
-    showq = conf.showq_path
-    if showq is None:
-        try:
-            queue_directory = postconf_value("queue_directory", conf.config_dir)
-        except (OSError, subprocess.SubprocessError) as exc:
-            log.warning("postconf failed for instance %s (%s); assuming /var/spool/postfix", conf.name, exc)
-            queue_directory = "/var/spool/postfix"
-        showq = os.path.join(queue_directory, "public", "showq")
-    return PostfixInstance(conf.name, showq, conf.config_dir, conf.postqueue)
+# The classic text format that generate_latest writes; older Prometheus servers (Debian's 2.42)
+# do not know the 1.0.0 content type newer client libraries announce.
+METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
-def postfix_present() -> bool:
-    """Whether a local Postfix looks installed (for ``postfix.enabled: null``)."""
-    return shutil.which("postconf") is not None or os.path.exists("/var/spool/postfix/public/showq")
-
-
-def build_collectors(config: Config, classifier: Classifier) -> list[BaseCollector]:
-    """The collectors ``config`` enables, not yet started."""
-    collectors: list[BaseCollector] = []
-    enabled = config.postfix.enabled
-    if enabled is None:
-        enabled = postfix_present()
-    if enabled:
-        collectors.append(PostfixQueueCollector(
-            [resolve_instance(i) for i in config.postfix.instances], classifier,
-            interval=config.postfix.queue_scan_interval))
-    if config.log.paths:
-        from collectors.postfix_log import PostfixLogCollector
-        collectors.append(PostfixLogCollector(
-            config.log.paths, classifier, checkpoint_path=config.log.checkpoint_file,
-            start_at=config.log.start_from, max_tracked_messages=config.log.max_tracked_messages,
-            poll_interval=config.log.poll_interval))
-    if config.dnsbl.enabled:
-        from collectors.dnsbl import DnsblCollector
-        collectors.append(DnsblCollector(config.dnsbl))
-    return collectors
-
-
-def dead_letters_payload(dead_letters: Iterable[DeadLetter]) -> dict[str, object]:
-    """The dead-letter API document: newest first, with the failure context of each."""
-    return {"dead_letters": [dataclasses.asdict(d) for d in sorted(dead_letters, key=lambda d: -d.expired_at)]}
-
-
-def split_listen_address(address: str) -> tuple[str, int]:
-    """``host:port`` (host may be empty or a bracketed IPv6 address) into its parts."""
-    host, _, port = address.rpartition(":")
-    return host.strip("[]"), int(port)
+def build_collectors(config: Any, classifier: Classifier) -> list[BaseCollector]:
+    """The collectors ``config`` turns on, in table order, not yet started."""
+    context = BuildContext(config, classifier)
+    return [spec.factory(context) for spec in COLLECTORS if collector_enabled(config, spec)]
 
 
 class Agent:
     """Collectors + scheduler + HTTP server; ``start()``, then ``stop()`` on shutdown."""
 
-    def __init__(self, config: Config, collectors: Sequence[BaseCollector] | None = None) -> None:
+    def __init__(self, config: Any, collectors: Sequence[BaseCollector] | None = None) -> None:
         self.config = config
         self.classifier = Classifier(config)
         self.collectors = list(collectors) if collectors is not None else build_collectors(config, self.classifier)
+        check_families(self.collectors)
         self.registry = build_registry(self.collectors)
+        self.scheduler = Scheduler(job for c in self.collectors for job in c.jobs())
         self.tls, auth = load_web_config(config.web.config_file) if config.web.config_file else (None, None)
-        self.http = AgentHTTP(self.registry, self.collectors, telemetry_path=config.web.telemetry_path, auth=auth)
-        self.scheduler = Scheduler(self.collectors)
-        self._install_routes()
+        routes = self._routes() + [r for c in self.collectors for r in c.routes(self)]
+        self.links = [(r.path, r.title) for r in routes if r.title and r.method == "GET"]
+        self.http = HTTPServer(routes, basic_auth=auth)
+        self.started = time.time()
         self.stopped = threading.Event()
         self.port = 0
 
-    def _install_routes(self) -> None:
-        log = next((c for c in self.collectors if c.id == "postfix_log"), None)
-        if log is not None:
-            self.http.add_route("GET", "/api/v1/dead-letters",
-                                lambda _r: Response.json(dead_letters_payload(log.snapshot().dead_letter_log)),
-                                "Dead letters (JSON)")
-        dnsbl = next((c for c in self.collectors if c.id == "dnsbl"), None)
-        if dnsbl is not None:
-            self.http.add_route("GET", "/api/v1/blocklists",
-                                lambda _r: Response.json(dnsbl.last_results()), "Blocklist results (JSON)")
-            self.http.add_route("POST", "/api/v1/blocklists/check", self._recheck_blocklists)
+    def run_now(self, job: str) -> bool:
+        """Ask the scheduler for an extra run of ``job`` (the ``Services`` collectors' routes use)."""
+        return self.scheduler.run_now(job)
 
-    def _recheck_blocklists(self, _request: Request) -> Response:
-        self.scheduler.run_now("dnsbl")
-        return Response.json({"scheduled": True}, 202)
+    def _routes(self) -> list[Route]:
+        return [
+            Route("GET", "/", lambda _r: Response(200, landing_page(self.collectors, self.links),
+                                                  "text/html; charset=utf-8")),
+            Route("GET", self.config.web.telemetry_path, self._metrics, title="Metrics"),
+            Route("GET", "/healthz", lambda _r: Response(200, b"ok\n"), Auth.NONE),
+            Route("GET", "/readyz", self._ready, Auth.NONE),
+            Route("GET", "/api/v1/status", lambda _r: Response.json(status_document(self.collectors, self.started)),
+                  title="Status (JSON)"),
+        ]
+
+    def _metrics(self, request: Request) -> Response:
+        """The Prometheus text exposition, gzip-compressed when the client accepts it."""
+        body = generate_latest(self.registry)
+        headers = {}
+        if "gzip" in request.headers.get("accept-encoding", ""):
+            body = gzip.compress(body, compresslevel=1)
+            headers["Content-Encoding"] = "gzip"
+        return Response(200, body, METRICS_CONTENT_TYPE, headers)
+
+    def _ready(self, _request: Request) -> Response:
+        """Ready once every collector with background jobs has finished its first run."""
+        waiting = waiting_collectors(self.collectors)
+        if waiting:
+            return Response(503, f"waiting for first run of: {', '.join(waiting)}\n".encode())
+        return Response(200, b"ready\n")
 
     def start(self) -> None:
-        """Start collectors, scheduled refreshes and the HTTP server."""
+        """Start collectors, scheduled jobs and the HTTP server; log what each collector reads."""
         if not self.collectors:
             log.warning("no collector is enabled: serving only the agent's own metrics")
         for collector in self.collectors:
+            for source in collector.sources() or ["(no source)"]:
+                log.info("collector %s: %s", collector.id, source)
             collector.start()
         self.scheduler.start()
-        host, port = split_listen_address(self.config.web.listen_address)
+        host, port = self.config.web.endpoint()
         server = self.http.serve(host, port, self.tls)
         self.port = server.server_address[1]
-        log.info("listening on %s:%d, collectors: %s", host or "*", self.port,
-                 ", ".join(c.id for c in self.collectors) or "none")
+        log.info("listening on %s:%d", host or "*", self.port)
 
     def stop(self) -> None:
         """Stop serving and let collectors write their checkpoints."""

@@ -1,30 +1,38 @@
-"""Background scheduling of collector refreshes (queue scans, blocklist runs).
+"""Background scheduling of named jobs (queue scans, blocklist runs, health checks, …).
 
-Each collector with an ``interval`` runs once at start-up and then every interval (plus up to
-``jitter`` seconds), never overlapping itself; a missed run is coalesced, not queued.
+Each job runs once at start-up and then every interval (plus up to ``jitter`` seconds), never
+overlapping itself; a missed run is coalesced, not queued. Jobs come from the collectors and,
+later, from other parts of the agent (action expiry, ledger retention): the scheduler only
+knows their names.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Iterable
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from collectors.base import BaseCollector
+from collectors.base import Job
+
+# APScheduler logs every run at INFO: thousands of lines a day that say nothing.
+logging.getLogger("apscheduler").setLevel(logging.WARNING)
 
 
 class Scheduler:
-    """Runs ``run_refresh`` of every scheduled collector in a background thread pool."""
+    """Runs jobs in a background thread pool."""
 
-    def __init__(self, collectors: Iterable[BaseCollector]) -> None:
+    def __init__(self, jobs: Iterable[Job]) -> None:
         self._scheduler = BackgroundScheduler(timezone=dt.UTC, job_defaults={"misfire_grace_time": None})
-        self.collectors = {c.id: c for c in collectors if c.interval}
-        for collector in self.collectors.values():
+        names: set[str] = set()
+        for job in jobs:
+            if job.name in names:
+                raise ValueError(f"two jobs named {job.name!r}")
+            names.add(job.name)
             self._scheduler.add_job(
-                collector.run_refresh, "interval", id=collector.id, seconds=collector.interval,
-                jitter=collector.jitter or None, next_run_time=dt.datetime.now(dt.UTC),
-                max_instances=1, coalesce=True,
+                job.run, "interval", id=job.name, seconds=job.interval, jitter=job.jitter or None,
+                next_run_time=dt.datetime.now(dt.UTC), max_instances=1, coalesce=True,
             )
 
     def start(self) -> None:
@@ -36,15 +44,10 @@ class Scheduler:
         if self._scheduler.running:
             self._scheduler.shutdown(wait=True)
 
-    def run_now(self, collector_id: str) -> bool:
+    def run_now(self, name: str) -> bool:
         """Ask for an immediate extra run (still never overlapping); False if unknown."""
-        job = self._scheduler.get_job(collector_id)
+        job = self._scheduler.get_job(name)
         if job is None:
             return False
         job.modify(next_run_time=dt.datetime.now(dt.UTC))
         return True
-
-    def next_run(self, collector_id: str) -> dt.datetime | None:
-        """When the collector's next run is due."""
-        job = self._scheduler.get_job(collector_id)
-        return job.next_run_time if job else None

@@ -19,9 +19,9 @@ from typing import Literal
 
 import bcrypt
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
 
-from exporter.config import ConfigError
+from collectors.settings import ConfigError, StrictModel, describe_errors
 
 _CLIENT_AUTH = {
     "NoClientCert": ssl.CERT_NONE,
@@ -33,10 +33,8 @@ _CLIENT_AUTH = {
 _VERSIONS = {"TLS12": ssl.TLSVersion.TLSv1_2, "TLS13": ssl.TLSVersion.TLSv1_3}
 
 
-class TLSServerConfig(BaseModel):
+class TLSServerConfig(StrictModel):
     """``tls_server_config`` of web-config.yml."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     cert_file: str
     key_file: str
@@ -46,10 +44,8 @@ class TLSServerConfig(BaseModel):
     max_version: Literal["TLS12", "TLS13"] = "TLS13"
 
 
-class WebConfigFile(BaseModel):
+class WebConfigFile(StrictModel):
     """The whole web-config.yml."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     tls_server_config: TLSServerConfig | None = None
     basic_auth_users: dict[str, str] = Field(default_factory=dict)
@@ -112,7 +108,6 @@ def load_web_config(path: str) -> tuple[ssl.SSLContext | None, BasicAuth | None]
     Relative file names are relative to the web-config file, as in exporter-toolkit. Raises
     ``ConfigError`` naming the key for anything invalid, unreadable or unknown.
     """
-    where = f"[from {path}]"
     try:
         data = yaml.safe_load(Path(path).read_text()) or {}
     except (OSError, yaml.YAMLError) as exc:
@@ -120,13 +115,11 @@ def load_web_config(path: str) -> tuple[ssl.SSLContext | None, BasicAuth | None]
     try:
         config = WebConfigFile.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError([f"web.config_file: {'.'.join(map(str, e['loc']))}: "
-                           f"{'unknown key' if e['type'] == 'extra_forbidden' else e['msg']} {where}"
-                           for e in exc.errors()]) from None
+        raise ConfigError(describe_errors(exc, prefix="web.config_file: ", origin=lambda _key: path)) from None
     context = None
     if config.tls_server_config is not None:
         try:
             context = _context(config.tls_server_config, Path(path).parent)
         except (OSError, ssl.SSLError) as exc:
-            raise ConfigError([f"web.config_file: tls_server_config: {exc} {where}"]) from None
+            raise ConfigError([f"web.config_file: tls_server_config: {exc} [from {path}]"]) from None
     return context, BasicAuth(config.basic_auth_users) if config.basic_auth_users else None

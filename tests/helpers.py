@@ -1,12 +1,18 @@
-"""Small helpers shared by the test modules (sinks, clocks, waiting, ports)."""
+"""Small helpers shared by the test modules (sinks, clocks, waiting, ports, scrapes)."""
 
 from __future__ import annotations
 
+import re
 import socket
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from collectors.families import CATALOGUE
 
 T = TypeVar("T")
 
@@ -59,3 +65,21 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """One /metrics scrape, parsed: {(sample name, sorted labels): value}."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def mta_labels(name: str, labels: dict[str, str], mta: str = "postfix", instance: str = "postfix") -> dict[str, str]:
+    """``labels`` plus ``mta``/``mta_instance`` where the catalogue says the sample ``name`` has
+    them and the test did not name them: most tests read a single default Postfix instance."""
+    family = CATALOGUE.get(name) or CATALOGUE.get(re.sub(r"_(bucket|sum|count)$", "", name))
+    defaults = {"mta": mta, "mta_instance": instance}
+    if family is None:
+        return labels
+    return {**{k: v for k, v in defaults.items() if k in family.labels}, **labels}

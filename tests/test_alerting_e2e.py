@@ -21,18 +21,16 @@ import yaml
 
 from exporter.agent import Agent
 from exporter.config import load_config
-from tests import promlab
-from tests.capture_demo_data import send_traffic
-from tests.dnsbl_server import FakeDnsbl, standard_world
-from tests.postfix_lab import PostfixLab, start_lab
-from tests.test_dnsbl import LISTED_IP, settings_for
+from tests.lab import prometheus as promlab
+from tests.lab.dnsbl_server import LISTED_IP, FakeDnsbl, settings_for, standard_world
+from tests.lab.postfix import PostfixLab, send_traffic, start_lab
 
 pytestmark = pytest.mark.lab
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "e2e-webhook-token"
 VARIABLES = {"$__rate_interval": "1m", "$__interval": "15s", "$__range": "5m", "${datasource}": "",
-             "$job": "mtaq", "$instance": ".+"}
+             "$job": "mtaq", "$instance": ".+", "$mta_instance": ".*", "$mta": ".*"}  # the longer name first
 
 
 class Receiver:

@@ -40,10 +40,10 @@ def test_environment_overrides_file_and_flags_override_environment(tmp_path: Pat
 
 
 @pytest.mark.parametrize(("text", "env", "expected"), [
-    ("web:\n  listen_address: nonsense\n", {}, "web.listen_address: Value error, expected [host]:port"),
-    ("postfix:\n  queue_scan_interval: soon\n", {}, "postfix.queue_scan_interval: Value error, expected a duration"),
+    ("web:\n  listen_address: nonsense\n", {}, "web.listen_address: expected [host]:port"),
+    ("postfix:\n  queue_scan_interval: soon\n", {}, "postfix.queue_scan_interval: expected a duration"),
     ("postfix:\n  queue_scan_interval: 0\n", {}, "postfix.queue_scan_interval: Input should be greater than 0"),
-    ("lanes:\n  rules:\n    - lane: urgent\n      match: {sender: '*'}\n", {}, "lanes: Value error, rules[0].lane"),
+    ("lanes:\n  rules:\n    - lane: urgent\n      match: {sender: '*'}\n", {}, "lanes: rules[0].lane"),
     ("webb: {}\n", {}, "webb: unknown key"),
     ("", {"MTAQ_WEB__LISTEN_ADRESS": "x"}, "web.listen_adress: unknown key [from MTAQ_WEB__LISTEN_ADRESS]"),
     ("", {"MTAQ_LOG__FROM": "middle"}, "log.from: Input should be 'start' or 'end'"),
@@ -84,7 +84,7 @@ def test_cli_exits_2_with_one_line_per_problem(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=30)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
-        f"mtaq-exporter: configuration error: web.listen_address: Value error, expected [host]:port, got 'x' "
+        f"mtaq-exporter: configuration error: web.listen_address: expected [host]:port, got 'x' "
         f"[from {file}]"]
 
 

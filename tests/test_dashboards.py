@@ -13,25 +13,16 @@ from pathlib import Path
 import pytest
 import yaml
 
+from collectors.families import CATALOGUE
+
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARDS = sorted((ROOT / "dashboards").glob("*.json"))
 RULE_FILES = sorted((ROOT / "rules").glob("*.rules.yml"))
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 
-# SPEC §5: the metric contract.
-SPEC_METRICS = {
-    "mtaq_up", "mtaq_build_info", "mtaq_collector_success", "mtaq_collector_duration_seconds",
-    "mtaq_queue_messages", "mtaq_queue_recipients", "mtaq_queue_size_bytes",
-    "mtaq_queue_oldest_message_timestamp_seconds", "mtaq_queue_deferred_recipients",
-    "mtaq_queue_scan_duration_seconds", "mtaq_queue_last_scan_timestamp_seconds",
-    "mtaq_messages_received_total", "mtaq_delivery_attempts_total", "mtaq_messages_deferred_total",
-    "mtaq_deferrals_total", "mtaq_bounces_total", "mtaq_dead_letters_total",
-    "mtaq_delivery_delay_seconds_bucket", "mtaq_delivery_delay_seconds_sum", "mtaq_delivery_delay_seconds_count",
-    "mtaq_self_deferrals_total", "mtaq_log_lines_total", "mtaq_log_reopens_total",
-    "mtaq_log_last_line_timestamp_seconds", "mtaq_dnsbl_listed", "mtaq_dnsbl_check_success",
-    "mtaq_dnsbl_listing_info", "mtaq_dnsbl_impact_score", "mtaq_dnsbl_list_healthy",
-    "mtaq_dnsbl_last_run_timestamp_seconds", "mtaq_actions_total", "mtaq_action_active",
-}
+# The metric contract: the catalogue in code (collectors/families.py), by the names samples carry.
+FAMILY_OF_SAMPLE = {sample: family for family in CATALOGUE.values() for sample in family.sample_names()}
+SPEC_METRICS = set(FAMILY_OF_SAMPLE)
 # Series Prometheus itself or prometheus_client's default collectors produce.
 BUILTIN_METRICS = {"up", "scrape_duration_seconds", "process_resident_memory_bytes", "process_cpu_seconds_total"}
 # Closed label value sets from SPEC §4/§5.
@@ -43,7 +34,9 @@ LABEL_VALUES = {
                "domain_unknown", "content", "policy", "connection", "dns", "tls", "self", "other"},
 }
 GRAFANA_VARS = {"$__rate_interval": "5m", "$__range": "1h", "$__interval": "1m", "${job}": ".+", "$job": ".+",
-                "${instance}": ".+", "$instance": ".+"}
+                "${instance}": ".+", "$instance": ".+",
+                # $mta_instance before $mta: str.replace in insertion order, and $mta is its prefix.
+                "${mta_instance}": ".*", "$mta_instance": ".*", "${mta}": ".*", "$mta": ".*"}
 
 
 def promtool() -> str:
@@ -154,6 +147,22 @@ def test_template_variables(path: Path) -> None:
         assert var["label"] == name.title()
         assert var.get("refresh") in (1, 2)
     assert 'job=~"$job"' in variables["instance"]["query"]
+    # MTA and MTA instance, right after instance. ".*" as "All" also matches series without the label.
+    names = list(variables)
+    assert names.index("instance") + 1 == names.index("mta") and names.index("mta") + 1 == names.index("mta_instance")
+    for name, label in (("mta", "MTA"), ("mta_instance", "MTA instance")):
+        var = variables[name]
+        assert var["type"] == "query"
+        assert var["datasource"] == DATASOURCE
+        assert var["multi"] is True and var["includeAll"] is True and var["allValue"] == ".*"
+        assert var["label"] == label
+        assert var.get("refresh") in (1, 2)
+        query = var["query"]
+        assert query.startswith("label_values(") and query.endswith(f", {name})"), query
+        assert 'job=~"$job"' in query and 'instance=~"$instance"' in query, query
+        assert '__name__=~"mtaq_queue_messages|mtaq_messages_received_total|mtaq_log_lines_total"' in query, query
+    assert 'mta=~"$mta"' in variables["mta_instance"]["query"]
+    assert "mta=~" not in variables["mta"]["query"], "the mta variable must not filter on itself"
 
 
 @pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.name)
@@ -181,8 +190,17 @@ def test_target_expression(dashboard: str, title: str, expr: str) -> None:
     assert found, "no selector"
     for name, inner in found:
         assert 'job=~"$job"' in inner and 'instance=~"$instance"' in inner, f"{name}{{{inner}}}"
+    # Families with mta / mta_instance labels (queue and delivery-log families; log source families
+    # only mta, as one log file can hold several MTA instances) are filtered by the variables.
+    for name, inner in found:
+        family = FAMILY_OF_SAMPLE.get(name)
+        has = set(family.labels) & {"mta", "mta_instance"} if family else set()
+        labels = {label for label, _, _ in matchers(inner)}
+        assert labels & {"mta", "mta_instance"} == has, f"{name}{{{inner}}}: expected filters on {has or 'nothing'}"
+        for label in has:
+            assert f'{label}=~"${label}"' in inner, f"{name}{{{inner}}}"
     for label, _, value in matchers(expr):
-        if label in ("job", "instance"):
+        if label in ("job", "instance", "mta", "mta_instance"):
             assert value == f"${label}", f"hard-coded {label}={value!r}"
     # Counters only through rate()/increase(); those over $__rate_interval (or $__range for totals).
     code = strip_strings(expr)
@@ -238,9 +256,10 @@ def test_label_values_are_in_the_contract() -> None:
 
 def test_dashboards_cover_the_spec() -> None:
     used = set().union(*(metric_names(e) for _, _, e in dashboard_exprs()))
-    # Everything an operator looks at has a panel.
-    # The throttle actions (mtaq_action*) get panels when the agent gains them.
-    missing = SPEC_METRICS - used - {"mtaq_queue_recipients", "mtaq_delivery_delay_seconds_sum",
-                                     "mtaq_delivery_delay_seconds_count", "mtaq_actions_total",
-                                     "mtaq_action_active"}
-    assert missing == set()
+    # Everything an operator looks at has a panel; these are read at /metrics or in alerts only.
+    without_panel = {
+        "mtaq_queue_recipients", "mtaq_delivery_delay_seconds_sum", "mtaq_delivery_delay_seconds_count",
+        "mtaq_queue_forced_expire_messages", "mtaq_verify_probes_total", "mtaq_dnsbl_run_duration_seconds",
+        "mtaq_log_tracked_messages", "mtaq_log_evicted_messages_total",
+    }
+    assert SPEC_METRICS - used - without_panel == set()

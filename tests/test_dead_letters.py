@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from exporter.agent import Agent
+from exporter.commands.demo import DEMO_LANES, demo_file
 from exporter.config import load_config
-from exporter.demo import DEMO_LANES, demo_file
 from tests.helpers import wait_until
 
 
@@ -39,7 +39,9 @@ def cli(*args: str) -> subprocess.CompletedProcess:
 def test_api_lists_every_expired_message_with_context(agent: Agent) -> None:
     expected = expired_in_log()
     assert len(expected) == 12
-    wait_until(lambda: len(agent.collectors[0].snapshot().dead_letter_log) == len(expected), what="dead letters")
+    log = agent.collectors[0]
+    wait_until(lambda: sum(len(s.dead_letter_log) for s in log.snapshots().values()) == len(expected),
+               what="dead letters")
     done = cli("--url", f"http://127.0.0.1:{agent.port}", "--json")
     assert done.returncode == 0, done.stderr
     letters = json.loads(done.stdout)["dead_letters"]

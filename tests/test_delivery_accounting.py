@@ -8,7 +8,8 @@ import pytest
 
 from collectors.classify import ClassificationConfig, Classifier
 from collectors.delivery_accounting import DELAY_BUCKETS, DeliveryAccounting
-from collectors.postfix_log import PostfixLogProcessor
+from collectors.log_pipeline import LogProcessor
+from collectors.postfix.log_events import POSTFIX_LOG
 
 GMAIL_421 = ("host gmail-smtp-in.l.google.com[142.250.1.26] said: 421-4.7.28 [192.0.2.1] Our system has "
              "detected an unusual rate of unsolicited mail originating from your IP address (in reply to RCPT TO)")
@@ -174,14 +175,14 @@ def test_self_deferral_does_not_replace_the_real_cause(acc: DeliveryAccounting) 
 
 
 def test_verify_probes_are_excluded() -> None:
-    processor = PostfixLogProcessor(Classifier(), clock=lambda: 5e9)
+    processor = LogProcessor(POSTFIX_LOG, Classifier(), clock=lambda: 5e9)
     processor.process_lines("mail.log", [
         "Nov 27 10:00:01 mx postfix/smtp[1]: 3E29030F8637E: to=<user@yahoo.com>, relay=none, delay=0.01, "
         "delays=0.01/0/0/0, dsn=5.1.1, status=undeliverable-but-not-cached (User unknown in virtual alias table)",
         "Nov 27 10:00:01 mx postfix/smtp[1]: 3E29030F8637F: to=<user@gmail.com>, relay=mx[1.2.3.4]:25, delay=1, "
         "delays=1/0/0/0, dsn=2.1.5, status=deliverable (250 2.1.5 Ok)",
     ])
-    snap = processor.accounting.snapshot()
+    snap = processor.accounts.get("postfix").snapshot()
     assert snap.probes == {("undeliverable-but-not-cached",): 1, ("deliverable",): 1}
     assert snap.delivery_attempts == {}
     assert snap.bounces == {}

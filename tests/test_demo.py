@@ -8,8 +8,10 @@ import urllib.request
 from collections.abc import Iterator
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.demo import demo_file
+from collectors import families as F
+from exporter.commands.demo import demo_file
 from tests.helpers import free_port
 
 
@@ -46,8 +48,9 @@ def test_demo_serves_the_bundled_queue(demo: int) -> None:
     total = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
                 if line.startswith("mtaq_queue_messages{"))
     assert total == messages
-    assert 'mtaq_up{mta="postfix"} 1.0' in text
-    assert 'mtaq_queue_deferred_recipients{provider="google",reason="rate_limited"}' in text
+    assert 'mtaq_up{mta="postfix",mta_instance="postfix-lab"} 1.0' in text
+    assert ('mtaq_queue_deferred_recipients{mta="postfix",mta_instance="postfix-lab",provider="google",'
+            'reason="rate_limited"}') in text
 
 
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool (Debian package prometheus) not installed")
@@ -55,6 +58,24 @@ def test_promtool_accepts_demo_metrics(demo: int) -> None:
     done = subprocess.run(["promtool", "check", "metrics"], input=fetch(demo), capture_output=True, text=True,
                           timeout=30)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_demo_emits_exactly_the_catalogue_families_of_its_collectors(demo: int) -> None:
+    parsed = {f.name: f for f in text_string_to_metric_families(fetch(demo))}
+    expected = {f.family_name: f for f in (*F.AGENT, *F.QUEUE, *F.DELIVERY_LOG)}
+    assert {name for name in parsed if not name.startswith("process_")} == set(expected)
+    for name, family in parsed.items():
+        if name.startswith("process_"):
+            continue
+        definition = expected[name]
+        assert (family.type, family.documentation) == (definition.kind, definition.help), name
+        for sample in family.samples:
+            if sample.name.endswith("_created"):
+                continue
+            want = set(definition.labels) | ({"le"} if sample.name.endswith("_bucket") else set())
+            assert set(sample.labels) == want, (sample.name, sample.labels)
+            if "mta_instance" in want:
+                assert (sample.labels["mta"], sample.labels["mta_instance"]) == ("postfix", "postfix-lab")
 
 
 def test_demo_replays_the_bundled_log(demo: int) -> None:
@@ -68,5 +89,6 @@ def test_demo_replays_the_bundled_log(demo: int) -> None:
         assert time.monotonic() < deadline, "the demo's delivery counters did not move"
         time.sleep(0.2)
     text = fetch(demo)
-    assert 'mtaq_deferrals_total{provider="google",reason="rate_limited"}' in text
-    assert 'mtaq_log_lines_total{result="unparsed",source=' in text
+    assert 'mtaq_deferrals_total{mta="postfix",mta_instance="postfix-lab",provider="google",reason="rate_limited"}' \
+        in text
+    assert 'mtaq_log_lines_total{mta="postfix",result="unparsed",source=' in text

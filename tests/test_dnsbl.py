@@ -17,28 +17,20 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, generate_latest
 from pydantic import ValidationError
 
-from collectors.dnsbl import (
-    CheckResult,
-    DnsblCollector,
-    Failure,
-    RunResult,
-    Status,
-    check,
-    classify,
-    definitive_answers,
-    impact_score,
-    query_name,
-    results_dict,
-)
+from collectors.dnsbl import DnsblCollector
 from collectors.dnsbl_catalogue import DnsblSettings, default_specs, load_catalogue
-from exporter.blocklists_cli import main as cli
+from collectors.dnsbl_check import CheckResult, Failure, RunResult, Status, check, classify, query_name
+from collectors.dnsbl_report import definitive_answers, impact_score, results_dict
+from exporter.commands.blocklists import main as cli
 from exporter.registry import build_registry
-from tests.dnsbl_server import (
+from tests.lab.dnsbl_server import (
     BAD_DOMAIN,
     CLEAN_DOMAIN,
     CLEAN_IP,
     DOMAIN_LISTS,
+    DOMAINS,
     GREY_DOMAIN,
+    IP4_TARGETS,
     IP_LISTS,
     LISTED_IP,
     LISTED_IP6,
@@ -47,28 +39,14 @@ from tests.dnsbl_server import (
     Entry,
     FakeDnsbl,
     ip4_name,
+    settings_for,
     standard_world,
 )
 
 ZEN, SPAMCOP, PSBL, BARRACUDA = IP_LISTS
 DBL, SURBL, URIBL = DOMAIN_LISTS
-IP4_TARGETS = (LISTED_IP, REFUSED_IP, CLEAN_IP, ODD_IP)
-DOMAINS = (BAD_DOMAIN, GREY_DOMAIN, CLEAN_DOMAIN)
 NOW = 1_700_000_000.0
 LISTED, NOT_LISTED, UNKNOWN = Status.LISTED, Status.NOT_LISTED, Status.UNKNOWN
-
-
-def settings_for(server: FakeDnsbl, **changes: object) -> DnsblSettings:
-    """Settings for the standard scenario: every target, its seven lists, 0.3 s timeout."""
-    values: dict[str, object] = {
-        "enabled": True,
-        "targets": {"ips": [*IP4_TARGETS, LISTED_IP6], "domains": list(DOMAINS)},
-        "nameservers": [server.nameserver],
-        "timeout": 0.3,
-        "lists": {"enable_only": [*IP_LISTS, *DOMAIN_LISTS]},
-    }
-    values.update(changes)
-    return DnsblSettings.model_validate(values)
 
 
 def run_check(settings: DnsblSettings) -> RunResult:
@@ -333,7 +311,7 @@ def test_collector_keeps_last_definitive_state_across_runs() -> None:
         worker = threading.Thread(target=collector.run_refresh)  # as the scheduler calls it
         worker.start()
         worker.join()
-        assert collector.health.success
+        assert collector.health.view().success
 
         spamcop_info = {"target": LISTED_IP, "list": SPAMCOP, "code": "127.0.0.2",
                         "meaning": "reported by SpamCop users (auto-delists 24 h after the last report)",
@@ -410,7 +388,7 @@ def test_collector_run_without_any_definitive_answer_fails() -> None:
         collector = DnsblCollector(settings_for(srv, targets={"ips": [LISTED_IP]},
                                                 lists={"enable_only": [SPAMCOP]}))
         assert collector.run_refresh() is False
-    assert collector.health.last_error.startswith("DnsblRunError: no definitive answer in 1 checks")
+    assert collector.health.view().last_error.startswith("DnsblRunError: no definitive answer in 1 checks")
     registry = registry_for(collector)
     assert sample(registry, "mtaq_dnsbl_check_success", target=LISTED_IP, list=SPAMCOP) == 0.0
     assert sample(registry, "mtaq_dnsbl_listed", target=LISTED_IP, list=SPAMCOP) is None
@@ -561,7 +539,7 @@ def test_cli_json(server, capsys) -> None:
 
 @pytest.mark.parametrize(("args", "message"), [
     ([], "nothing to check: give at least one --ip or --domain"),
-    (["--ip", "192.0.2.300"], "--ip 192.0.2.300: value is not a valid IPv4 or IPv6 address"),
+    (["--ip", "192.0.2.300"], "--ip: value is not a valid IPv4 or IPv6 address (got '192.0.2.300')"),
     (["--ip", CLEAN_IP, "--list", "dnsbl.sorbs.net"], "--list: unknown zone dnsbl.sorbs.net"),
     (["--ip", LISTED_IP6, "--list", SPAMCOP], "no selected list applies to these targets"),
     (["--ip", CLEAN_IP, "--bogus"], "unrecognized arguments: --bogus"),

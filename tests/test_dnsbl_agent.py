@@ -8,10 +8,8 @@ import pytest
 
 from exporter.agent import Agent
 from exporter.config import load_config
-from tests.conftest import scrape
-from tests.dnsbl_server import FakeDnsbl, ip4_name, standard_world
-from tests.helpers import wait_until
-from tests.test_dnsbl import LISTED_IP, settings_for
+from tests.helpers import scrape, wait_until
+from tests.lab.dnsbl_server import LISTED_IP, FakeDnsbl, ip4_name, settings_for, standard_world
 
 
 @pytest.fixture
@@ -32,7 +30,7 @@ def running(tmp_path) -> Iterator[tuple[Agent, FakeDnsbl]]:
 
 def test_scheduled_run_metrics_api_and_recheck(running) -> None:
     agent, server = running
-    wait_until(lambda: agent.collectors[0].health.last_run, what="first blocklist run")
+    wait_until(lambda: agent.collectors[0].health.view().last_run, what="first blocklist run")
     metrics = scrape(agent.port)
     assert metrics[("mtaq_dnsbl_listed", (("list", "zen.spamhaus.org"), ("target", LISTED_IP)))] == 1
     assert metrics[("mtaq_collector_success", (("collector", "dnsbl"),))] == 1
@@ -42,10 +40,10 @@ def test_scheduled_run_metrics_api_and_recheck(running) -> None:
     assert "SBL" in " ".join(results["targets"][LISTED_IP]["lists"]["zen.spamhaus.org"]["txt"])
 
     server.remove(ip4_name(LISTED_IP, "zen.spamhaus.org"))
-    first = agent.collectors[0].health.last_run
+    first = agent.collectors[0].health.view().last_run
     request = urllib.request.Request(f"http://127.0.0.1:{agent.port}/api/v1/blocklists/check", method="POST")
     with urllib.request.urlopen(request, timeout=10) as response:
         assert response.status == 202
-    wait_until(lambda: agent.collectors[0].health.last_run != first, what="the re-check")
+    wait_until(lambda: agent.collectors[0].health.view().last_run != first, what="the re-check")
     metrics = scrape(agent.port)
     assert metrics[("mtaq_dnsbl_listed", (("list", "zen.spamhaus.org"), ("target", LISTED_IP)))] == 0

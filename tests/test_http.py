@@ -1,28 +1,37 @@
-"""HTTP endpoints of the agent over real sockets: metrics, health, landing page, errors."""
+"""HTTP endpoints of the agent over real sockets: metrics, health, landing page, errors, and
+the server's route table with its per-route auth policies."""
 
+import base64
 import gzip
+import json
 import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 
+import bcrypt
 import pytest
 
-from collectors.base import BaseCollector
-from exporter.http import AgentHTTP
-from exporter.registry import build_registry
+from collectors.base import Auth, BaseCollector, Request, Response, Route
+from collectors.families import Family
+from exporter.agent import Agent
+from exporter.config import load_config
+from exporter.http import HTTPServer
+from exporter.web_config import BasicAuth
 
 
 class Scripted(BaseCollector):
     """A collector whose refresh outcome and families the test controls."""
 
-    id = "scripted"
     interval = 60
 
     def __init__(self) -> None:
-        super().__init__(clock=lambda: 1000.0)
+        super().__init__("scripted", clock=lambda: 1000.0)
         self.error: str | None = None
         self.broken_render = False
+
+    def describe(self) -> tuple[Family, ...]:
+        return ()
 
     def refresh(self) -> None:
         if self.error:
@@ -35,12 +44,12 @@ class Scripted(BaseCollector):
 
 
 @pytest.fixture
-def served() -> Iterator[tuple[str, Scripted, AgentHTTP]]:
+def served() -> Iterator[tuple[str, Scripted, Agent]]:
     collector = Scripted()
-    http = AgentHTTP(build_registry([collector]), [collector])
-    server = http.serve("127.0.0.1", 0)
-    yield f"http://127.0.0.1:{server.server_address[1]}", collector, http
-    http.shutdown()
+    agent = Agent(load_config(environ={}, overrides={"web": {"listen_address": "127.0.0.1:0"}}), [collector])
+    server = agent.http.serve("127.0.0.1", 0)  # the agent's server without its scheduler: the test runs refreshes
+    yield f"http://127.0.0.1:{server.server_address[1]}", collector, agent
+    agent.http.shutdown()
 
 
 def get(url: str, headers: dict | None = None) -> tuple[int, bytes, dict]:
@@ -92,7 +101,7 @@ def test_render_crash_is_contained(served) -> None:
     collector.broken_render = True
     status, body, _ = get(base + "/metrics")
     assert status == 200 and b'mtaq_collector_success{collector="scripted"} 0.0' in body
-    assert collector.health.last_error == "ValueError: render exploded"
+    assert collector.health.view().last_error == "ValueError: render exploded"
 
 
 def test_unknown_path_and_method(served) -> None:
@@ -107,7 +116,6 @@ def test_unknown_path_and_method(served) -> None:
 def test_status_json(served) -> None:
     base, collector, _ = served
     collector.run_refresh()
-    import json
     status = json.loads(get(base + "/api/v1/status")[1])
     assert status["collectors"]["scripted"]["success"] is True
 
@@ -127,3 +135,50 @@ def test_concurrent_scrapes(served) -> None:
     for t in threads:
         t.join()
     assert results == [200] * 160
+
+
+# -- the route table and its auth policies ---------------------------------------------------------
+
+def echo(request: Request) -> Response:
+    return Response(200, request.method.encode())
+
+
+def request(server: HTTPServer, path: str, method: str = "GET", authorization: str | None = None) -> Response:
+    headers = {"authorization": authorization} if authorization else {}
+    return server.dispatch(Request(method, path, "", headers, b""))
+
+
+def basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def test_auth_policy_per_route() -> None:
+    users = {"prom": bcrypt.hashpw(b"secret", bcrypt.gensalt(rounds=4)).decode()}
+    server = HTTPServer([Route("GET", "/probe", echo, Auth.NONE), Route("GET", "/data", echo),
+                         Route("POST", "/hook", echo, Auth.BEARER)], basic_auth=BasicAuth(users),
+                        bearer_token="t0ken")
+    assert request(server, "/probe").status == 200
+    assert request(server, "/data").status == 401
+    assert request(server, "/data", authorization=basic("prom", "wrong")).status == 401
+    assert request(server, "/data", authorization=basic("prom", "secret")).status == 200
+    # a bearer route takes only its token, not the basic-auth credentials
+    assert request(server, "/hook", "POST", basic("prom", "secret")).status == 401
+    assert request(server, "/hook", "POST", "Bearer nope").status == 401
+    denied = request(server, "/hook", "POST")
+    assert denied.status == 401 and denied.headers["WWW-Authenticate"].startswith("Bearer")
+    assert request(server, "/hook", "POST", "Bearer t0ken").status == 200
+    # unknown paths reveal nothing without credentials
+    assert request(server, "/elsewhere").status == 401
+    assert request(server, "/elsewhere", authorization=basic("prom", "secret")).status == 404
+
+
+def test_bearer_route_without_a_token_is_closed() -> None:
+    server = HTTPServer([Route("POST", "/hook", echo, Auth.BEARER)])
+    assert request(server, "/hook", "POST", "Bearer ").status == 401
+    assert request(server, "/hook", "POST", "Bearer anything").status == 401
+
+
+def test_two_handlers_for_one_route_are_refused() -> None:
+    with pytest.raises(ValueError, match="two handlers for GET /x"):
+        HTTPServer([Route("GET", "/x", echo), Route("GET", "/x", echo)])
+

@@ -19,7 +19,8 @@ from typing import Any
 import pytest
 import yaml
 
-from exporter.config import WebConfig, load_config
+from exporter.config import load_config
+from exporter.http import WebSection
 
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "helm" / "mtaq-exporter"
@@ -65,7 +66,7 @@ def final_stage() -> list[tuple[str, str]]:
 
 
 def default_port() -> int:
-    return int(WebConfig().listen_address.rpartition(":")[2])
+    return int(WebSection().listen_address.rpartition(":")[2])
 
 
 def values() -> dict[str, Any]:
@@ -230,7 +231,7 @@ def test_dockerfile_has_a_healthcheck_on_healthz():
 
 
 def test_dockerfile_copies_every_python_package():
-    packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
     copied = " ".join(args for _, ins, args in dockerfile_instructions() if ins in ("COPY", "ADD"))
     for package in {p.split(".")[0] for p in packages}:
         assert re.search(rf"(^|\s){package}/?\s", copied + " "), f"package {package} is not copied into the image"

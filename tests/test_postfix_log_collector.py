@@ -12,7 +12,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.metrics_core import Metric
 
 from collectors.classify import Classifier
-from collectors.postfix_log import PostfixLogCollector
+from collectors.log_collector import LogCollector
+from collectors.postfix.log_events import POSTFIX_LOG
 from collectors.tailer import SourceStats, Tailer
 
 SAMPLES = Path(__file__).parent / "fixtures" / "postfix_log" / "samples.log"
@@ -38,22 +39,22 @@ class FakeTailer:
 
 
 class Registered:
-    def __init__(self, collector: PostfixLogCollector) -> None:
+    def __init__(self, collector: LogCollector) -> None:
         self.collector = collector
 
     def collect(self) -> Iterable[Metric]:
         return self.collector.families()
 
 
-def make(paths: list[str] | None = None) -> tuple[PostfixLogCollector, FakeTailer, CollectorRegistry]:
+def make(paths: list[str] | None = None) -> tuple[LogCollector, FakeTailer, CollectorRegistry]:
     tailers: list[FakeTailer] = []
 
     def factory(*args: Any, **kwargs: Any) -> FakeTailer:
         tailers.append(FakeTailer(*args, **kwargs))
         return tailers[-1]
 
-    collector = PostfixLogCollector([SOURCE] if paths is None else paths, Classifier(), checkpoint_path="/tmp/ck",
-                                    start_at="start", clock=lambda: NOW, tailer_factory=factory)
+    collector = LogCollector("postfix_log", POSTFIX_LOG, [SOURCE] if paths is None else paths, Classifier(),
+                             checkpoint_path="/tmp/ck", start_at="start", clock=lambda: NOW, tailer_factory=factory)
     registry = CollectorRegistry()
     registry.register(Registered(collector))
     return collector, tailers[0], registry
@@ -64,14 +65,18 @@ def sample_lines() -> list[str]:
 
 
 @pytest.fixture
-def fed() -> tuple[PostfixLogCollector, CollectorRegistry]:
+def fed() -> tuple[LogCollector, CollectorRegistry]:
     collector, _, registry = make()
     collector.process_lines(SOURCE, sample_lines())
     return collector, registry
 
 
 def value(registry: CollectorRegistry, name: str, **labels: str) -> float | None:
-    return registry.get_sample_value(name, labels)
+    """The sample's value, summed over MTA instances unless ``mta_instance`` is given; None if absent."""
+    found = [s.value for family in registry.collect() for s in family.samples
+             if s.name == name and labels.items() <= s.labels.items()
+             and s.labels.keys() - labels.keys() <= {"mta", "mta_instance"}]
+    return sum(found) if found else None
 
 
 def test_constructor_wires_the_tailer() -> None:
@@ -87,7 +92,7 @@ def test_constructor_wires_the_tailer() -> None:
     assert not tailer.running
 
 
-def test_samples_messages_and_attempts(fed: tuple[PostfixLogCollector, CollectorRegistry]) -> None:
+def test_samples_messages_and_attempts(fed: tuple[LogCollector, CollectorRegistry]) -> None:
     _, registry = fed
     assert value(registry, "mtaq_messages_received_total", lane="normal") == 2
     assert value(registry, "mtaq_messages_received_total", lane="high") == 0
@@ -106,7 +111,7 @@ def test_samples_messages_and_attempts(fed: tuple[PostfixLogCollector, Collector
     assert value(registry, "mtaq_messages_deferred_total", lane="normal", provider="google") == 0
 
 
-def test_samples_deferrals_bounces_dead_letters(fed: tuple[PostfixLogCollector, CollectorRegistry]) -> None:
+def test_samples_deferrals_bounces_dead_letters(fed: tuple[LogCollector, CollectorRegistry]) -> None:
     _, registry = fed
     assert value(registry, "mtaq_deferrals_total", provider="other", reason="connection") == 2
     assert value(registry, "mtaq_deferrals_total", provider="other", reason="other") == 1
@@ -125,7 +130,7 @@ def test_samples_deferrals_bounces_dead_letters(fed: tuple[PostfixLogCollector, 
     assert value(registry, "mtaq_verify_probes_total", status="undeliverable-but-not-cached") == 1
 
 
-def test_samples_delay_histogram(fed: tuple[PostfixLogCollector, CollectorRegistry]) -> None:
+def test_samples_delay_histogram(fed: tuple[LogCollector, CollectorRegistry]) -> None:
     _, registry = fed
 
     def bucket(status: str, le: str) -> float | None:
@@ -144,10 +149,10 @@ def test_samples_delay_histogram(fed: tuple[PostfixLogCollector, CollectorRegist
     assert value(registry, "mtaq_delivery_delay_seconds_count", lane="low", status="expired") == 0
 
 
-def test_samples_line_statistics(fed: tuple[PostfixLogCollector, CollectorRegistry]) -> None:
+def test_samples_line_statistics(fed: tuple[LogCollector, CollectorRegistry]) -> None:
     _, registry = fed
-    assert value(registry, "mtaq_log_lines_total", source=SOURCE, result="parsed") == 39
-    assert value(registry, "mtaq_log_lines_total", source=SOURCE, result="ignored") == 21
+    assert value(registry, "mtaq_log_lines_total", source=SOURCE, result="parsed") == 31
+    assert value(registry, "mtaq_log_lines_total", source=SOURCE, result="ignored") == 29
     assert value(registry, "mtaq_log_lines_total", source=SOURCE, result="unparsed") == 0
     assert value(registry, "mtaq_log_reopens_total", source=SOURCE) == 0
     assert value(registry, "mtaq_log_last_line_timestamp_seconds", source=SOURCE) == NOW
@@ -156,7 +161,7 @@ def test_samples_line_statistics(fed: tuple[PostfixLogCollector, CollectorRegist
     assert value(registry, "mtaq_log_evicted_messages_total") == 6
 
 
-def test_exposition_has_help_naming_the_source(fed: tuple[PostfixLogCollector, CollectorRegistry]) -> None:
+def test_exposition_has_help_naming_the_source(fed: tuple[LogCollector, CollectorRegistry]) -> None:
     _, registry = fed
     text = generate_latest(registry).decode()
     for line in text.splitlines():
@@ -195,21 +200,29 @@ def test_sink_decodes_invalid_utf8_and_counts_every_line() -> None:
 
 def test_health_follows_the_tailer() -> None:
     collector, tailer, registry = make()
-    generate_latest(registry)
-    assert collector.health.success
+    collector.check_sources()
+    assert collector.health.view().success
     tailer.stats[SOURCE].last_error = "FileNotFoundError: [Errno 2] No such file or directory"
     tailer.stats[SOURCE].reopens = 3
-    generate_latest(registry)
-    generate_latest(registry)
-    assert not collector.health.success
-    assert collector.health.last_error == f"{SOURCE}: FileNotFoundError: [Errno 2] No such file or directory"
-    assert collector.health.errors_total == 1  # one episode, however many scrapes
+    collector.check_sources()
+    collector.check_sources()
+    health = collector.health.view()
+    assert not health.success
+    assert health.last_error == f"{SOURCE}: FileNotFoundError: [Errno 2] No such file or directory"
+    assert health.errors_total == 2  # every check that finds it failing
     assert value(registry, "mtaq_log_reopens_total", source=SOURCE) == 3
     tailer.stats[SOURCE].last_error = None
     tailer.stats[SOURCE].last_line_time = NOW - 5
-    generate_latest(registry)
-    assert collector.health.success
+    collector.check_sources()
+    assert collector.health.view().success
     assert value(registry, "mtaq_log_last_line_timestamp_seconds", source=SOURCE) == NOW - 5
+
+
+def test_duration_is_that_of_the_last_batch() -> None:
+    collector, _, _ = make()
+    assert collector.health.view().duration_seconds == 0
+    collector.process_lines(SOURCE, sample_lines() * 20)
+    assert collector.health.view().duration_seconds > 0
 
 
 def test_with_the_real_tailer(tmp_path: Path) -> None:
@@ -221,23 +234,23 @@ def test_with_the_real_tailer(tmp_path: Path) -> None:
         tailers.append(Tailer(*args, use_inotify=False, **kwargs))
         return tailers[-1]
 
-    collector = PostfixLogCollector([str(log)], Classifier(), checkpoint_path=None, start_at="start",
-                                    clock=lambda: NOW, tailer_factory=factory)
+    collector = LogCollector("postfix_log", POSTFIX_LOG, [str(log)], Classifier(), checkpoint_path=None,
+                             start_at="start", clock=lambda: NOW, tailer_factory=factory)
     registry = CollectorRegistry()
     registry.register(Registered(collector))
     tailers[0].poll_once()
     comments = sum(1 for line in SAMPLES.read_text().splitlines() if not line or line.startswith("#"))
-    assert value(registry, "mtaq_log_lines_total", source=str(log), result="parsed") == 39
-    assert value(registry, "mtaq_log_lines_total", source=str(log), result="ignored") == 21
+    assert value(registry, "mtaq_log_lines_total", source=str(log), result="parsed") == 31
+    assert value(registry, "mtaq_log_lines_total", source=str(log), result="ignored") == 29
     assert value(registry, "mtaq_log_lines_total", source=str(log), result="unparsed") == comments + 1
     assert value(registry, "mtaq_delivery_attempts_total", lane="normal", provider="google", status="bounced") == 2
     assert value(registry, "mtaq_log_last_line_timestamp_seconds", source=str(log)) == NOW
     collector.stop()
 
 
-def test_snapshot_exposes_dead_letters(fed: tuple[PostfixLogCollector, CollectorRegistry]) -> None:
+def test_snapshot_exposes_dead_letters(fed: tuple[LogCollector, CollectorRegistry]) -> None:
     collector, _ = fed
-    dead = {d.qid: d for d in collector.snapshot().dead_letter_log}
+    dead = {d.qid: d for d in collector.snapshots()["postfix"].dead_letter_log}
     assert set(dead) == {"BACE842E72", "BACE842E73", "C93CEB08A046", "585BC3F"}
     assert dead["BACE842E73"].forced
     assert (dead["C93CEB08A046"].reason, dead["C93CEB08A046"].pending_recipients) == ("connection", 1)
@@ -246,7 +259,7 @@ def test_snapshot_exposes_dead_letters(fed: tuple[PostfixLogCollector, Collector
 def test_an_accounting_failure_costs_one_record(caplog: pytest.LogCaptureFixture) -> None:
     collector, _, registry = make()
     lines = sample_lines()
-    original = collector._processor.accounting.received
+    original = collector._processor.accounts.get("postfix").received
     calls = []
 
     def flaky(*args: Any) -> None:
@@ -255,8 +268,8 @@ def test_an_accounting_failure_costs_one_record(caplog: pytest.LogCaptureFixture
             raise RuntimeError("bug")
         original(*args)
 
-    collector._processor.accounting.received = flaky  # type: ignore[method-assign]
+    collector._processor.accounts.get("postfix").received = flaky  # type: ignore[method-assign]
     collector.process_lines(SOURCE, lines)
-    assert value(registry, "mtaq_log_lines_total", source=SOURCE, result="parsed") == 39
+    assert value(registry, "mtaq_log_lines_total", source=SOURCE, result="parsed") == 31
     assert value(registry, "mtaq_messages_received_total", lane="normal") == 1  # the other one
     assert "accounting a MessageQueued record failed" in caplog.text

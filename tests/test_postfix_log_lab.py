@@ -20,10 +20,8 @@ import pytest
 
 from exporter.agent import Agent
 from exporter.config import load_config
-from tests.capture_demo_data import send_traffic
-from tests.conftest import scrape
-from tests.helpers import wait_until
-from tests.postfix_lab import PostfixLab, start_lab
+from tests.helpers import scrape, wait_until
+from tests.lab.postfix import PostfixLab, send_traffic, start_lab
 
 pytestmark = pytest.mark.lab
 

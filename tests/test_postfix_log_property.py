@@ -9,25 +9,24 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from collectors.classify import Classifier
-from collectors.postfix_log import PostfixLogCollector, PostfixLogProcessor
-from collectors.postfix_log_parse import (
+from collectors.log_collector import LogCollector
+from collectors.log_pipeline import LogProcessor
+from collectors.postfix.log_events import POSTFIX_LOG
+from collectors.postfix.log_parse import (
     BounceNotice,
     Delivery,
     Expired,
     Ignored,
-    MessageId,
     MessageQueued,
     PostfixLineParser,
-    Reject,
     Removed,
-    SmtpdConnect,
     Unparsed,
 )
 from collectors.tailer import SourceStats
 
 SAMPLES = Path(__file__).parent / "fixtures" / "postfix_log" / "samples.log"
 REAL = [line for line in SAMPLES.read_text(encoding="utf-8").splitlines() if line and not line.startswith("#")]
-RESULTS = (MessageQueued, Delivery, Expired, Removed, MessageId, BounceNotice, SmtpdConnect, Reject, Ignored, Unparsed)
+RESULTS = (MessageQueued, Delivery, Expired, Removed, BounceNotice, Ignored, Unparsed)
 CLASSIFIER = Classifier()
 
 real_line = st.sampled_from(REAL)
@@ -75,7 +74,7 @@ def test_truncated_real_lines_never_raise(line: str, cut: int) -> None:
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(any_line, max_size=40))
 def test_every_line_is_counted_exactly_once(lines: list[str]) -> None:
-    processor = PostfixLogProcessor(CLASSIFIER, clock=lambda: 1.8e9)
+    processor = LogProcessor(POSTFIX_LOG, CLASSIFIER, clock=lambda: 1.8e9)
     processor.process_lines("src", lines)
     assert sum(processor.line_counts()["src"].values()) == len(lines)
 
@@ -89,7 +88,7 @@ def test_raw_bytes_through_the_sink_are_counted_once(raw: list[bytes]) -> None:
         tailers.append(_NullTailer(*args, **kwargs))
         return tailers[-1]
 
-    collector = PostfixLogCollector(["src"], CLASSIFIER, checkpoint_path=None, clock=lambda: 1.8e9,
+    collector = LogCollector("postfix_log", POSTFIX_LOG, ["src"], CLASSIFIER, checkpoint_path=None, clock=lambda: 1.8e9,
                                     tailer_factory=factory)
     tailers[0].sink("src", raw)
     lines = {metric.name: metric for metric in collector.families()}["mtaq_log_lines"]
@@ -97,7 +96,7 @@ def test_raw_bytes_through_the_sink_are_counted_once(raw: list[bytes]) -> None:
 
 
 def test_very_long_and_invalid_lines_are_unparsed() -> None:
-    processor = PostfixLogProcessor(CLASSIFIER, clock=lambda: 1.8e9)
+    processor = LogProcessor(POSTFIX_LOG, CLASSIFIER, clock=lambda: 1.8e9)
     long_delivery = REAL[0] + " " + "x" * 1_048_576
     processor.process_lines("src", [long_delivery, "\ufffd" * 5000, "\x00" * 100, REAL[0]])
     assert processor.line_counts()["src"] == {"parsed": 1, "ignored": 0, "unparsed": 3}

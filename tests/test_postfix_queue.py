@@ -7,9 +7,10 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 
 from collectors.classify import ClassificationConfig, Classifier
-from collectors.postfix_queue import PostfixInstance, PostfixQueueCollector
+from collectors.postfix.instance import PostfixInstance, PostfixQueueReader
+from collectors.postfix.showq import POSTFIX_QUEUES, decode_showq
+from collectors.queue_collector import QueueCollector
 from collectors.queue_model import QueueMessage
-from collectors.showq import decode_showq
 from exporter.registry import build_registry
 
 RAW = (Path(__file__).parent / "fixtures" / "postfix_queue" / "showq.bin").read_bytes()
@@ -17,24 +18,34 @@ LANES = ClassificationConfig.model_validate({"lanes": {"rules": [
     {"lane": "high", "match": {"sender": "*@alerts.example.com"}},
     {"lane": "low", "match": {"sender_domain": "bulk.example.com"}},
 ]}})
-INSTANCE = PostfixInstance("postfix", "/nonexistent/showq")
+MTA = {"mta": "postfix", "mta_instance": "postfix"}
 
 
 class FlakySource:
-    """Serves the captured queue, or fails when told to (the MTA going away and coming back)."""
+    """A queue reader serving the captured queue, or failing when told to (the MTA going away
+    and coming back)."""
 
-    def __init__(self) -> None:
+    def __init__(self, name: str = "postfix") -> None:
+        self.name = name
         self.fail: str | None = None
 
-    def __call__(self, _instance: PostfixInstance) -> Iterator[QueueMessage]:
+    def source(self) -> str:
+        return "captured showq output"
+
+    def read(self) -> Iterator[QueueMessage]:
         if self.fail:
             raise ConnectionRefusedError(self.fail)
         return decode_showq([RAW])
 
 
-def make() -> tuple[PostfixQueueCollector, CollectorRegistry, FlakySource]:
+def collector_for(*readers: FlakySource | PostfixQueueReader) -> QueueCollector:
+    return QueueCollector("postfix_queue", "postfix", readers, Classifier(LANES), POSTFIX_QUEUES,
+                          clock=lambda: 1234.0)
+
+
+def make() -> tuple[QueueCollector, CollectorRegistry, FlakySource]:
     source = FlakySource()
-    collector = PostfixQueueCollector([INSTANCE], Classifier(LANES), source=source, clock=lambda: 1234.0)
+    collector = collector_for(source)
     return collector, build_registry([collector]), source
 
 
@@ -56,15 +67,15 @@ def test_queue_metrics_equal_reference() -> None:
     expected = expected_from(list(decode_showq([RAW])))
     for queue in ("maildrop", "incoming", "active", "deferred", "hold"):
         for lane in ("high", "normal", "low"):
-            labels = {"queue": queue, "lane": lane}
+            labels = {**MTA, "queue": queue, "lane": lane}
             n, r, s, oldest = expected.get((queue, lane), (0, 0, 0, None))
             assert registry.get_sample_value("mtaq_queue_messages", labels) == n
             assert registry.get_sample_value("mtaq_queue_recipients", labels) == r
             assert registry.get_sample_value("mtaq_queue_size_bytes", labels) == s
             assert registry.get_sample_value("mtaq_queue_oldest_message_timestamp_seconds", labels) == oldest
-    assert registry.get_sample_value("mtaq_up", {"mta": "postfix"}) == 1
+    assert registry.get_sample_value("mtaq_up", MTA) == 1
     assert registry.get_sample_value("mtaq_collector_success", {"collector": "postfix_queue"}) == 1
-    assert registry.get_sample_value("mtaq_queue_last_scan_timestamp_seconds") == 1234.0
+    assert registry.get_sample_value("mtaq_queue_last_scan_timestamp_seconds", MTA) == 1234.0
 
 
 def test_deferred_recipients_by_provider_and_reason() -> None:
@@ -82,11 +93,12 @@ def test_deferred_recipients_by_provider_and_reason() -> None:
                 key = (providers[rcpt["address"].split("@")[1]], reason)
                 expected[key] = expected.get(key, 0) + 1
     assert sum(expected.values()) == 12
-    assert collector.snapshot is not None
-    assert collector.snapshot.deferred == expected
+    snapshot = collector.snapshot("postfix")
+    assert snapshot is not None
+    assert snapshot.deferred == expected
     for (provider, reason), count in expected.items():
         assert registry.get_sample_value(
-            "mtaq_queue_deferred_recipients", {"provider": provider, "reason": reason}) == count
+            "mtaq_queue_deferred_recipients", {**MTA, "provider": provider, "reason": reason}) == count
 
 
 def test_mta_down_keeps_serving_and_recovers() -> None:
@@ -94,35 +106,37 @@ def test_mta_down_keeps_serving_and_recovers() -> None:
     collector.run_refresh()
     source.fail = "Connection refused"
     assert not collector.run_refresh()
-    assert registry.get_sample_value("mtaq_up", {"mta": "postfix"}) == 0
+    assert registry.get_sample_value("mtaq_up", MTA) == 0
     assert registry.get_sample_value("mtaq_collector_success", {"collector": "postfix_queue"}) == 0
-    assert "Connection refused" in (collector.health.last_error or "")
+    assert "Connection refused" in (collector.health.view().last_error or "")
     # the last good scan stays visible, its timestamp shows its age
-    assert registry.get_sample_value("mtaq_queue_messages", {"queue": "deferred", "lane": "low"}) is not None
+    assert registry.get_sample_value("mtaq_queue_messages", {**MTA, "queue": "deferred", "lane": "low"}) is not None
     source.fail = None
     assert collector.run_refresh()
-    assert registry.get_sample_value("mtaq_up", {"mta": "postfix"}) == 1
-    assert collector.health.errors_total == 1
+    assert registry.get_sample_value("mtaq_up", MTA) == 1
+    assert collector.health.view().errors_total == 1
 
 
-def test_one_failing_instance_marks_down_but_names_it() -> None:
-    good = PostfixInstance("a", "/a")
-    bad = PostfixInstance("b", "/b")
-
-    def source(instance: PostfixInstance) -> Iterator[QueueMessage]:
-        if instance is bad:
-            raise PermissionError("Permission denied")
-        return decode_showq([RAW])
-
-    collector = PostfixQueueCollector([good, bad], Classifier(LANES), source=source)
+def test_one_failing_instance_is_down_alone_and_named() -> None:
+    good, bad = FlakySource("postfix"), FlakySource("postfix-bulk")
+    bad.fail = "Permission denied"
+    collector = collector_for(good, bad)
+    registry = build_registry([collector])
     assert not collector.run_refresh()
-    assert collector.health.last_error == "OSError: b: Permission denied"
-    assert not collector.up
+    assert collector.health.view().last_error == "OSError: postfix-bulk: Permission denied"
+    assert registry.get_sample_value("mtaq_up", {"mta": "postfix", "mta_instance": "postfix"}) == 1
+    assert registry.get_sample_value("mtaq_up", {"mta": "postfix", "mta_instance": "postfix-bulk"}) == 0
+    # each instance has its own series: the good one's numbers, none for the one never read
+    deferred_low = {"queue": "deferred", "lane": "low"}
+    expected = expected_from(list(decode_showq([RAW])))[("deferred", "low")][0]
+    assert registry.get_sample_value("mtaq_queue_messages", {**MTA, **deferred_low}) == expected > 0
+    assert registry.get_sample_value("mtaq_queue_messages", {**MTA, **deferred_low, "mta_instance": "postfix-bulk"}) \
+        is None
 
 
 def test_real_socket_fallback_error_names_both_attempts(tmp_path: Path) -> None:
-    instance = PostfixInstance("x", str(tmp_path / "showq"), postqueue=str(tmp_path / "no-postqueue"))
-    collector = PostfixQueueCollector([instance], Classifier(LANES))
+    instance = PostfixInstance(name="x", showq_path=str(tmp_path / "showq"), postqueue=str(tmp_path / "no-postqueue"))
+    collector = collector_for(PostfixQueueReader(instance))
     assert not collector.run_refresh()
-    error = collector.health.last_error or ""
+    error = collector.health.view().last_error or ""
     assert "showq socket" in error and "fallback" in error and "no-postqueue" in error

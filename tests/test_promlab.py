@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests import promlab
 from tests.helpers import wait_until
+from tests.lab import prometheus as promlab
 
 pytestmark = pytest.mark.skipif(
     promlab.binary(promlab.PROMETHEUS) is None or promlab.binary(promlab.ALERTMANAGER) is None,

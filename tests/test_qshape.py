@@ -6,8 +6,8 @@ import sys
 from pathlib import Path
 
 from collectors.classify import Classifier
-from collectors.showq import decode_postqueue_json
-from exporter.qshape import BUCKETS, render, shape
+from collectors.postfix.showq import decode_postqueue_json
+from exporter.commands.qshape import BUCKETS, render, shape
 
 LISTING = Path(__file__).parent / "fixtures" / "postfix_queue" / "postqueue.jsonl"
 MESSAGES = list(decode_postqueue_json(LISTING.read_text().splitlines()))

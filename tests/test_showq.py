@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from collectors.showq import ShowqProtocolError, decode_postqueue_json, decode_showq
+from collectors.postfix.showq import ShowqProtocolError, decode_postqueue_json, decode_showq
 
 FIXTURES = Path(__file__).parent / "fixtures" / "postfix_queue"
 RAW = (FIXTURES / "showq.bin").read_bytes()

@@ -38,7 +38,7 @@ def test_start_at_start_reads_everything(tmp_path: Path) -> None:
     t.poll_once()
     assert sink.lines() == [b"old 1", b"old 2", b"new 1"]
     assert t.stats[str(log)].lines == 3
-    assert t.stats[str(log)]["bytes"] == len(b"old 1\nold 2\nnew 1\n")
+    assert t.stats[str(log)].bytes == len(b"old 1\nold 2\nnew 1\n")
     t.stop()
 
 
@@ -151,10 +151,10 @@ def test_stats_use_the_injected_clock(tmp_path: Path) -> None:
     now[0] = 1234.5
     append(log, b"line\n")
     t.poll_once()
-    snap = t.snapshot()[str(log)]
-    assert snap["last_line_time"] == 1234.5
-    assert snap["lines"] == 1
-    assert snap["last_error"] is None
+    stats = t.stats[str(log)]
+    assert stats.last_line_time == 1234.5
+    assert stats.lines == 1
+    assert stats.last_error is None
     t.stop()
 
 

@@ -18,6 +18,8 @@ from typing import Self
 from dnslib import QTYPE, RCODE, RR, TXT, A, DNSRecord
 from dnslib.server import BaseResolver, DNSError, DNSHandler, DNSLogger, DNSServer
 
+from collectors.dnsbl_catalogue import DnsblSettings
+
 
 @dataclass(frozen=True)
 class Entry:
@@ -210,3 +212,20 @@ def standard_world(server: FakeDnsbl) -> None:
     server.listed(f"{BAD_DOMAIN}.{dbl}", "127.0.1.2")
     server.listed(f"{GREY_DOMAIN}.{uribl}", "127.0.0.4")
     server.listed(f"{GREY_DOMAIN}.{surbl}", "127.0.0.1")
+
+
+IP4_TARGETS = (LISTED_IP, REFUSED_IP, CLEAN_IP, ODD_IP)
+DOMAINS = (BAD_DOMAIN, GREY_DOMAIN, CLEAN_DOMAIN)
+
+
+def settings_for(server: FakeDnsbl, **changes: object) -> DnsblSettings:
+    """Settings for the standard scenario: every target, its seven lists, 0.3 s timeout."""
+    values: dict[str, object] = {
+        "enabled": True,
+        "targets": {"ips": [*IP4_TARGETS, LISTED_IP6], "domains": list(DOMAINS)},
+        "nameservers": [server.nameserver],
+        "timeout": 0.3,
+        "lists": {"enable_only": [*IP_LISTS, *DOMAIN_LISTS]},
+    }
+    values.update(changes)
+    return DnsblSettings.model_validate(values)

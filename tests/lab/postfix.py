@@ -1,7 +1,8 @@
 """A private, real Postfix instance for tests, benchmarks and capturing demo data.
 
 It runs from Debian's ``postfix`` package with its own config directory, queue, log file and
-loopback SMTP port, and relays every message to ``ProviderSMTP`` (tests/provider_smtp.py).
+loopback SMTP port, and relays every message to ``ProviderSMTP`` (tests/lab/provider_smtp.py). ``send_traffic`` submits
+the traffic mix the tests, the benchmarks and the demo data share.
 Needs root (Postfix's master runs as root and drops privileges).
 """
 
@@ -18,7 +19,7 @@ from email.message import EmailMessage
 from pathlib import Path
 
 from tests.helpers import free_port
-from tests.provider_smtp import ProviderSMTP
+from tests.lab.provider_smtp import ProviderSMTP
 
 POSTFIX = "/usr/sbin/postfix"
 
@@ -206,3 +207,24 @@ def start_lab(root: Path, **settings: str) -> tuple[PostfixLab, ProviderSMTP]:
         provider.stop()
         raise
     return lab, provider
+
+
+# (sender, recipient domains): one message per recipient, the way bulk senders submit.
+TRAFFIC = [
+    ("ops@alerts.example.com", ["gmail.com", "example.com", "outlook.com"]),
+    ("billing@shop.example.com", ["outlook.com", "icloud.com", "yahoo.com", "example.org", "gmail.com"]),
+    ("news@bulk.example.com", ["yahoo.com", "yahoo.com", "gmail.com", "gmail.com", "outlook.com",
+                               "comcast.net", "gmx.de", "icloud.com", "example.net", "example.com"]),
+]
+
+
+def send_traffic(lab: PostfixLab, rounds: int = 1,
+                 traffic: list[tuple[str, list[str]]] = TRAFFIC) -> int:
+    """Submit ``traffic`` ``rounds`` times; returns the number of messages sent."""
+    sent = 0
+    for r in range(rounds):
+        for sender, domains in traffic:
+            for i, domain in enumerate(domains):
+                lab.send(sender, [f"user{r}{i}@{domain}"], subject=f"round {r}")
+                sent += 1
+    return sent

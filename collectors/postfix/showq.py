@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import json
 import socket
-import subprocess
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
+from collectors.command import CommandError, stream
 from collectors.queue_model import QueueMessage, QueueRecipient
 
 POSTFIX_QUEUES = ("maildrop", "incoming", "active", "deferred", "hold")
@@ -126,18 +126,17 @@ class MailSystemDown(OSError):
     """Postfix is not running: its queue may still be readable, but nothing is delivered."""
 
 
-def read_postqueue(command: list[str], timeout: float = 120.0) -> Iterator[QueueMessage]:
-    """Run ``postqueue -j`` (``command``) and stream its messages.
+def _postqueue_exit(argv: Sequence[str], returncode: int, stderr: str) -> None:
+    if returncode != 0:
+        raise CommandError(f"{' '.join(argv)} exited {returncode}: {stderr}")
+    if "Mail system is down" in stderr:
+        raise MailSystemDown(stderr)
+
+
+def read_postqueue(argv: Sequence[str], timeout: float = 120.0) -> Iterator[QueueMessage]:
+    """Run ``postqueue -j`` (``argv``) and stream its messages.
 
     Fails on a non-zero exit, and with ``MailSystemDown`` when postqueue says it read the queue
     directly because the mail system is down: a stopped MTA must not look healthy.
     """
-    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
-        assert proc.stdout is not None
-        yield from decode_postqueue_json(proc.stdout)
-        _, err = proc.communicate(timeout=timeout)
-        message = err.decode(errors="replace").strip()
-        if proc.returncode != 0:
-            raise OSError(f"{' '.join(command)} exited {proc.returncode}: {message}")
-        if "Mail system is down" in message:
-            raise MailSystemDown(message)
+    return decode_postqueue_json(stream(argv, timeout=timeout, check=_postqueue_exit))

@@ -11,29 +11,19 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 import urllib.error
 import urllib.request
 
-
-def _age(seconds: float | None) -> str:
-    if seconds is None:
-        return "?"
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds / size:.1f}{unit}"
-    return f"{seconds:.0f}s"
+from exporter.render import age, clip, table, when
 
 
 def render(dead_letters: list[dict], limit: int) -> str:
     """A table, newest first: expiry time, queued for, lane, provider, reason, counts, reply."""
-    lines = [f"{'expired (UTC)':19} {'queued':>7} {'qid':12} {'lane':8} {'provider':10} {'reason':13} "
-             f"{'tries':>5} {'rcpts':>5}  last reply"]
-    for d in dead_letters[:limit]:
-        queued = d["expired_at"] - d["first_seen"] if d.get("first_seen") else None
-        lines.append(f"{time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(d['expired_at'])):19} {_age(queued):>7} "
-                     f"{d['qid']:12} {d['lane']:8} {d['provider']:10} {d['reason']:13} {d['attempts']:>5} "
-                     f"{d['pending_recipients']:>5}  {d['text'][:100]}")
+    rows = [[when(d["expired_at"], utc=True), age(d["expired_at"] - d["first_seen"] if d.get("first_seen") else None),
+             d["qid"], d["lane"], d["provider"], d["reason"], d["attempts"], d["pending_recipients"],
+             clip(d["text"])] for d in dead_letters[:limit]]
+    lines = table(["expired (UTC)", "queued", "qid", "lane", "provider", "reason", "tries", "rcpts", "last reply"],
+                  rows, align="lrllllrrl")
     if len(dead_letters) > limit:
         lines.append(f"... {len(dead_letters) - limit} more (--limit)")
     return "\n".join(lines)

@@ -17,8 +17,11 @@ from collections.abc import Sequence
 
 from pydantic import ValidationError
 
-from collectors.dnsbl import RunResult, Status, check, definitive_answers, results_dict
 from collectors.dnsbl_catalogue import DnsblSettings, load_catalogue
+from collectors.dnsbl_check import RunResult, Status, check
+from collectors.dnsbl_report import definitive_answers, results_dict
+from collectors.settings import describe_errors
+from exporter.render import table
 
 PROG = "mtaq-exporter blocklists"
 EXIT_CLEAN, EXIT_LISTED, EXIT_UNKNOWN = 0, 1, 2
@@ -74,7 +77,7 @@ def main(argv: list[str]) -> int:
             lists={"enable_only": args.lists or None},
         )
     except ValidationError as exc:
-        for problem in describe_errors(exc):
+        for problem in describe_errors(exc, name=_option):
             print(f"{PROG} check: {problem}", file=sys.stderr)
         return EXIT_UNKNOWN
     targets = settings.target_names()
@@ -89,16 +92,9 @@ def main(argv: list[str]) -> int:
     return exit_status(run)
 
 
-def describe_errors(exc: ValidationError) -> list[str]:
-    """One line per problem, naming the option that supplied the bad value."""
-    problems = []
-    for error in exc.errors():
-        path = ".".join(str(part) for part in error["loc"] if not isinstance(part, int))
-        option = OPTIONS.get(path)
-        value = f" {error['input']}" if option and isinstance(error["input"], str | int | float) else ""
-        message = error["msg"].removeprefix("Value error, ")
-        problems.append(f"{option}{value}: {message}" if option else message)
-    return problems
+def _option(key: str) -> str:
+    """The option that supplied a settings key (``targets.ips[1]`` -> ``--ip``)."""
+    return OPTIONS.get(key.split("[", 1)[0], key)
 
 
 def exit_status(run: RunResult) -> int:
@@ -122,20 +118,14 @@ def render(run: RunResult) -> str:
             reasons.extend(f"  {r.target} on {r.list}: {text}" for text in r.txt)
         else:
             rows.append([r.target, r.list, str(r.status), r.answer or "", r.error or "", ""])
-    lines = _table(["TARGET", "LIST", "STATUS", "CODE", "MEANING / ERROR", "DELIST"], rows)
+    lines = table(["TARGET", "LIST", "STATUS", "CODE", "MEANING / ERROR", "DELIST"], rows, align="llllll")
     if reasons:
         lines += ["", "Reasons given by the lists (TXT):", *reasons]
     lines += ["", "Lists (RFC 5782 test points):"]
-    lines += _table(["LIST", "HEALTH", "PROBLEM"],
-                    [[h.list, "healthy" if h.healthy else "UNHEALTHY", h.error or ""] for h in run.health])
+    lines += table(["LIST", "HEALTH", "PROBLEM"],
+                   [[h.list, "healthy" if h.healthy else "UNHEALTHY", h.error or ""] for h in run.health], align="lll")
     counts = {status: sum(r.status is status for r in run.results) for status in Status}
     lines += ["", f"{counts[Status.LISTED]} listed, {counts[Status.NOT_LISTED]} not listed, "
                   f"{counts[Status.UNKNOWN]} unknown; lists: {len(run.health)}, DNS queries: {run.queries}, "
                   f"time: {run.duration_seconds:.1f} s"]
     return "\n".join(lines)
-
-
-def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    widths = [max(len(row[i]) for row in (headers, *rows)) for i in range(len(headers))]
-    return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-            for row in (headers, *rows)]

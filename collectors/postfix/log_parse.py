@@ -1,4 +1,4 @@
-"""Postfix mail log lines to typed records: layer 1 of the log collector, pure and fast.
+"""Postfix mail log lines to typed records: layer 1 of the Postfix log pipeline, pure and fast.
 
 ``PostfixLineParser.parse(line)`` returns one frozen record per line, or the ``Ignored`` /
 ``Unparsed`` markers; it never raises, whatever the input. Its only state is caches (envelope
@@ -33,7 +33,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields, make_dataclass
 from typing import TypeVar
 
-Clock = Callable[[], float]
+from collectors.base import Clock
+from collectors.log_pipeline import Ignored, Unparsed
 
 PROBE_STATUSES = frozenset({"deliverable", "undeliverable", "undeliverable-but-not-cached"})
 DELIVERY_STATUSES = frozenset({"sent", "deferred", "bounced"}) | PROBE_STATUSES
@@ -53,20 +54,6 @@ _CACHE_LIMIT = 4096
 _DAY = 86400.0
 _MISS = object()
 _R = TypeVar("_R")
-
-
-@dataclass(frozen=True, slots=True)
-class Unparsed:
-    """A line that is not a well-formed log line (``why`` says which part failed)."""
-
-    why: str
-
-
-@dataclass(frozen=True, slots=True)
-class Ignored:
-    """A well-formed line with nothing to account: ``foreign`` program or uninteresting ``postfix``."""
-
-    what: str
 
 
 UNPARSED_ENVELOPE = Unparsed("envelope")
@@ -138,18 +125,6 @@ class Removed:
 
 
 @dataclass(frozen=True, slots=True)
-class MessageId:
-    """cleanup: the Message-ID header (angle brackets stripped when present)."""
-
-    timestamp: float | None
-    instance: str | None
-    service: str | None
-    program: str
-    qid: str
-    message_id: str
-
-
-@dataclass(frozen=True, slots=True)
 class BounceNotice:
     """bounce: a notification about ``qid`` was queued as ``new_qid`` (``notice`` names which kind)."""
 
@@ -162,35 +137,7 @@ class BounceNotice:
     new_qid: str
 
 
-@dataclass(frozen=True, slots=True)
-class SmtpdConnect:
-    """smtpd: a client connected (``client`` is ``name[address]``)."""
-
-    timestamp: float | None
-    instance: str | None
-    service: str | None
-    program: str
-    client: str
-
-
-@dataclass(frozen=True, slots=True)
-class Reject:
-    """smtpd: a command was refused (``qid`` is None before a queue file exists: ``NOQUEUE``)."""
-
-    timestamp: float | None
-    instance: str | None
-    service: str | None
-    program: str
-    qid: str | None
-    command: str
-    client: str
-    code: int
-    dsn: str | None
-    text: str
-
-
-Record = (MessageQueued | Delivery | Expired | Removed | MessageId | BounceNotice | SmtpdConnect
-          | Reject | Ignored | Unparsed)
+Record = MessageQueued | Delivery | Expired | Removed | BounceNotice | Ignored | Unparsed
 _Origin = tuple[str | None, str | None, str]
 
 
@@ -217,10 +164,7 @@ _queued = _builder(MessageQueued)
 _delivery_record = _builder(Delivery)
 _expired = _builder(Expired)
 _removed = _builder(Removed)
-_message_id = _builder(MessageId)
 _bounce_notice = _builder(BounceNotice)
-_connect = _builder(SmtpdConnect)
-_reject_record = _builder(Reject)
 
 
 def _is_qid(token: str) -> bool:
@@ -397,9 +341,9 @@ class PostfixLineParser:
         record = parse_message(line, None, _BARE)
         if record is IGNORED_POSTFIX:
             qid = line.partition(": ")[0]
-            # Without an envelope only a queue id (which always has a digit) or a TLS
-            # handshake marks free text as Postfix's.
-            if not (_is_qid(qid) and any(c.isdigit() for c in qid)) \
+            # Without an envelope only a queue id (which always has a digit), NOQUEUE (smtpd
+            # rejects before a queue file exists) or a TLS handshake marks free text as Postfix's.
+            if not (_is_qid(qid) and any(c.isdigit() for c in qid)) and qid != "NOQUEUE" \
                     and " TLS connection established " not in line:
                 return UNPARSED_ENVELOPE
         return record
@@ -438,31 +382,20 @@ def _rfc_base(seconds: str, zone: str) -> float | None:
 def parse_message(message: str, timestamp: float | None, origin: _Origin) -> Record:
     """The part after ``program[pid]: ``; ``origin`` is (instance, service, program)."""
     qid, sep, rest = message.partition(": ")
-    if sep:
-        if 5 <= len(qid) <= 32 and qid.isalnum() and qid.isascii():
-            start = rest[:3]
-            if start == "to=":
-                return _delivery(timestamp, origin, qid, rest)
-            if start == "fro" and rest[:6] == "from=<":
-                return _qmgr_from(timestamp, origin, qid, rest)
-            if rest == "removed":
-                return _removed(timestamp, *origin, qid)
-            if start == "mes" and rest[:11] == "message-id=":
-                message_id = rest[11:]
-                if message_id[:1] == "<" and message_id[-1:] == ">":
-                    message_id = message_id[1:-1]
-                return _message_id(timestamp, *origin, qid, message_id)
-            if start == "rej" and rest[:8] == "reject: " and origin[1] in ("smtpd", "postscreen", None):
-                return _reject(timestamp, origin, None if qid == "NOQUEUE" else qid, rest[8:])
-            notice_end = rest.find(" notification: ")
-            if notice_end > 0:
-                new_qid = rest[notice_end + 15:]
-                if not _is_qid(new_qid):
-                    return UNPARSED_MESSAGE
-                return _bounce_notice(timestamp, *origin, qid, rest[:notice_end + 13], new_qid)
-        return IGNORED_POSTFIX
-    if message[:13] == "connect from " and origin[1] == "smtpd":
-        return _connect(timestamp, *origin, message[13:])
+    if sep and 5 <= len(qid) <= 32 and qid.isalnum() and qid.isascii():
+        start = rest[:3]
+        if start == "to=":
+            return _delivery(timestamp, origin, qid, rest)
+        if start == "fro" and rest[:6] == "from=<":
+            return _qmgr_from(timestamp, origin, qid, rest)
+        if rest == "removed":
+            return _removed(timestamp, *origin, qid)
+        notice_end = rest.find(" notification: ")
+        if notice_end > 0:
+            new_qid = rest[notice_end + 15:]
+            if not _is_qid(new_qid):
+                return UNPARSED_MESSAGE
+            return _bounce_notice(timestamp, *origin, qid, rest[:notice_end + 13], new_qid)
     return IGNORED_POSTFIX
 
 
@@ -538,32 +471,3 @@ def _qmgr_from(timestamp: float | None, origin: _Origin, qid: str, rest: str) ->
     if tail[:21] == "status=force-expired,":
         return _expired(timestamp, *origin, qid, sender, True)
     return UNPARSED_MESSAGE
-
-
-def _reject(timestamp: float | None, origin: _Origin, qid: str | None, rest: str) -> Record:
-    """``RCPT from name[addr]: 450 4.7.1 text; from=<…> to=<…> proto=… helo=<…>``."""
-    if origin[1] == "postscreen":
-        return IGNORED_POSTFIX
-    from_at = rest.find(" from ")
-    client_end = rest.find(": ", from_at + 6)
-    if from_at < 1 or client_end < 0:
-        return UNPARSED_MESSAGE
-    reply = rest[client_end + 2:]
-    code_text = reply[:3]
-    if not (code_text.isdigit() and code_text.isascii() and reply[3:4] in (" ", "")):
-        return UNPARSED_MESSAGE
-    dsn: str | None = None
-    text = reply[4:]
-    first, _, remainder = text.partition(" ")
-    if first[:1] in ("4", "5") and first.count(".") == 2:
-        dsn, text = first, remainder
-    return _reject_record(timestamp, *origin, qid, rest[:from_at], rest[from_at + 6:client_end],
-                          int(code_text), dsn, text)
-
-
-_DEFAULT_PARSER = PostfixLineParser()
-
-
-def parse_line(line: str) -> Record:
-    """Parse one line with a shared parser whose reference clock is the wall clock."""
-    return _DEFAULT_PARSER.parse(line)

@@ -40,9 +40,11 @@ from collections.abc import Iterator
 from typing import IO, Any, TextIO
 
 from collectors.classify import Classifier
-from collectors.delivery_accounting import BOUNCED, DEFERRED, AccountingSnapshot
-from collectors.postfix_log import PostfixLogProcessor
-from collectors.postfix_log_parse import Ignored, PostfixLineParser, Unparsed
+from collectors.delivery_accounting import BOUNCED, DEFERRED, merge_snapshots
+from collectors.log_pipeline import LineParser, LogProcessor
+from collectors.postfix.log_events import POSTFIX_LOG
+from exporter.commands.flags import add_config_flags, load
+from exporter.render import clip, table, when
 
 _CHUNK_BYTES = 1 << 20
 _PROGRESS_EVERY = 0.5
@@ -105,20 +107,20 @@ class _Progress:
             self._out.flush()
 
 
-def _edge_timestamp(parser: PostfixLineParser, lines: list[str]) -> float | None:
+def _edge_timestamp(parser: LineParser, lines: list[str]) -> float | None:
     for line in lines:
-        record = parser.parse(line)
-        if not isinstance(record, Ignored | Unparsed) and record.timestamp is not None:
-            return record.timestamp
+        timestamp = getattr(parser.parse(line), "timestamp", None)
+        if timestamp is not None:
+            return timestamp
     return None
 
 
 def read_logs(paths: list[str], classifier: Classifier,
-              progress_to: TextIO = sys.stderr) -> tuple[PostfixLogProcessor, list[dict[str, Any]], list[str]]:
+              progress_to: TextIO = sys.stderr) -> tuple[LogProcessor, list[dict[str, Any]], list[str]]:
     """Feed every file to one processor; returns it, per-file facts and read errors."""
     clock = _FileClock()
-    processor = PostfixLogProcessor(classifier, clock=clock, max_tracked_messages=_MAX_TRACKED)
-    edge_parser = PostfixLineParser(clock)
+    processor = LogProcessor(POSTFIX_LOG, classifier, clock=clock, max_tracked_messages=_MAX_TRACKED)
+    edge_parser = POSTFIX_LOG.parser(clock)
     progress = _Progress(progress_to)
     files: list[dict[str, Any]] = []
     errors: list[str] = []
@@ -154,9 +156,9 @@ def _ranked(counts: dict[Any, int]) -> list[tuple[Any, int]]:
     return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
 
 
-def report(processor: PostfixLogProcessor, files: list[dict[str, Any]]) -> dict[str, Any]:
-    """The JSON document described in the module docstring."""
-    snap: AccountingSnapshot = processor.accounting.snapshot()
+def report(processor: LogProcessor, files: list[dict[str, Any]]) -> dict[str, Any]:
+    """The JSON document described in the module docstring (every MTA instance together)."""
+    snap = merge_snapshots(processor.accounts.snapshots().values())
     lines = {"parsed": 0, "ignored": 0, "unparsed": 0}
     for counts in processor.line_counts().values():
         for result, n in counts.items():
@@ -218,23 +220,6 @@ def report(processor: PostfixLogProcessor, files: list[dict[str, Any]]) -> dict[
     }
 
 
-def _table(headers: list[str], rows: list[list[Any]]) -> list[str]:
-    """Left-aligned first column, right-aligned numbers."""
-    cells = [[str(c) for c in row] for row in [headers, *rows]]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    return ["  " + "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths,
-                                                                                               strict=True)))
-            for row in cells]
-
-
-def _when(epoch: float | None) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch)) if epoch is not None else "?"
-
-
-def _clip(text: str, width: int = 100) -> str:
-    return text if len(text) <= width else text[:width - 1] + "…"
-
-
 def render(doc: dict[str, Any], top: int) -> str:
     """The human report: one section per question an operator asks during an incident."""
     out: list[str] = []
@@ -242,25 +227,26 @@ def render(doc: dict[str, Any], top: int) -> str:
     out.append(f"Lines: {lines['total']} ({lines['parsed']} parsed, {lines['ignored']} ignored, "
                f"{lines['unparsed']} unparsed)")
     for f in doc["files"]:
-        out.append(f"  {f['path']}: {f['lines']} lines, {_when(f['first_timestamp'])} .. "
-                   f"{_when(f['last_timestamp'])}")
+        out.append(f"  {f['path']}: {f['lines']} lines, {when(f['first_timestamp'])} .. "
+                   f"{when(f['last_timestamp'])}")
     out.append("")
     out.append("Messages received by lane: " + (", ".join(f"{lane} {n}" for lane, n in doc["received"].items())
                                                   or "none"))
     out.append("")
     out.append("Delivery attempts by lane (deferred msgs = unique messages deferred at least once)")
-    out += _table(["lane", "sent", "deferred", "bounced", "deferred msgs"],
-                  [[lane, r["sent"], r["deferred"], r["bounced"], r["deferred_messages"]]
-                   for lane, r in doc["by_lane"].items()])
+    out += table(["lane", "sent", "deferred", "bounced", "deferred msgs"],
+                 [[lane, r["sent"], r["deferred"], r["bounced"], r["deferred_messages"]]
+                  for lane, r in doc["by_lane"].items()], indent="  ")
     out.append("")
     out.append("Delivery attempts by provider (retry rate = deferred / all attempts)")
-    out += _table(["provider", "sent", "deferred", "bounced", "deferred msgs", "retry rate"],
-                  [[provider, r["sent"], r["deferred"], r["bounced"], r["deferred_messages"],
-                    f"{100 * r['retry_rate']:.1f}%"] for provider, r in list(doc["by_provider"].items())[:top]])
+    out += table(["provider", "sent", "deferred", "bounced", "deferred msgs", "retry rate"],
+                 [[provider, r["sent"], r["deferred"], r["bounced"], r["deferred_messages"],
+                   f"{100 * r['retry_rate']:.1f}%"] for provider, r in list(doc["by_provider"].items())[:top]],
+                 indent="  ")
     out.append("")
     out.append("Top deferral reasons")
     for row in doc["deferral_reasons"][:top]:
-        out.append(f"  {row['count']:>8}  {row['provider']}/{row['reason']}: {_clip(row['sample'])}")
+        out.append(f"  {row['count']:>8}  {row['provider']}/{row['reason']}: {clip(row['sample'])}")
     if not doc["deferral_reasons"]:
         out.append("  none")
     out.append("")
@@ -269,7 +255,7 @@ def render(doc: dict[str, Any], top: int) -> str:
     out.append(f"Bounces: {bounces['hard']} hard, {bounces['soft']} soft ({ratio})")
     for row in bounces["by_reason"][:top]:
         out.append(f"  {row['count']:>8}  {row['type']:<4} {row['lane']}/{row['provider']}/{row['reason']}: "
-                   f"{_clip(row['sample'])}")
+                   f"{clip(row['sample'])}")
     out.append("")
     dead = doc["dead_letters"]
     out.append(f"Dead letters (expired, returned to sender): {dead['total']}")
@@ -277,9 +263,9 @@ def render(doc: dict[str, Any], top: int) -> str:
         out.append(f"  {row['count']:>8}  {row['lane']}/{row['provider']}/{row['reason']}")
     for d in dead["recent"][:top]:
         forced = " (forced)" if d["forced"] else ""
-        out.append(f"  {d['qid']}{forced} from <{d['sender'] or ''}> expired {_when(d['expired_at'])} after "
+        out.append(f"  {d['qid']}{forced} from <{d['sender'] or ''}> expired {when(d['expired_at'])} after "
                    f"{d['attempts']} attempts, {d['pending_recipients']} recipients pending; last: "
-                   f"{d['provider']}/{d['reason']}: {_clip(d['text'], 80)}")
+                   f"{d['provider']}/{d['reason']}: {clip(d['text'], 80)}")
     out.append("")
     out.append("Self-inflicted deferrals (not counted as provider retries): "
                + (", ".join(f"{reason} {n}" for reason, n in doc["self_deferrals"].items()) or "none"))
@@ -290,15 +276,19 @@ def render(doc: dict[str, Any], top: int) -> str:
     return "\n".join(out)
 
 
-def main(argv: list[str], classifier: Classifier | None = None) -> int:
-    """Analyze the log files named in ``argv``; print the report (``--json``: one document)."""
+def main(argv: list[str]) -> int:
+    """Analyze the log files named in ``argv``; print the report (``--json``: one document).
+
+    Lanes, providers and reasons come from the configuration (``--config.file``), as in the agent.
+    """
     parser = argparse.ArgumentParser(prog="mtaq-exporter analyze", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_flags(parser, ())
     parser.add_argument("logs", nargs="+", metavar="LOG", help="mail log file (plain or gzip)")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     parser.add_argument("--top", type=int, default=15, help="rows per ranking in the human report (default 15)")
     args = parser.parse_args(argv)
-    processor, files, errors = read_logs(args.logs, classifier or Classifier())
+    processor, files, errors = read_logs(args.logs, Classifier(load(args, ())))
     for error in errors:
         print(f"mtaq-exporter analyze: cannot read {error}", file=sys.stderr)
     doc = report(processor, files)

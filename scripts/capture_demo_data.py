@@ -1,6 +1,6 @@
 """Regenerate the bundled demo data from the real Postfix lab (needs root and Debian's postfix).
 
-    .venv/bin/python -m tests.capture_demo_data
+    .venv/bin/python -m scripts.capture_demo_data
 
 Writes ``collectors/data/demo_queue.jsonl`` (``postqueue -j`` of a queue holding mail for every
 lane and simulated provider) and ``collectors/data/demo_maillog.log`` (that instance's log,
@@ -14,29 +14,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.postfix_lab import start_lab
+from tests.lab.postfix import send_traffic, start_lab
 
 DATA = Path(__file__).resolve().parent.parent / "collectors" / "data"
-
-# (sender, recipient domains): one message per recipient, the way bulk senders submit.
-TRAFFIC = [
-    ("ops@alerts.example.com", ["gmail.com", "example.com", "outlook.com"]),
-    ("billing@shop.example.com", ["outlook.com", "icloud.com", "yahoo.com", "example.org", "gmail.com"]),
-    ("news@bulk.example.com", ["yahoo.com", "yahoo.com", "gmail.com", "gmail.com", "outlook.com",
-                               "comcast.net", "gmx.de", "icloud.com", "example.net", "example.com"]),
-]
-
-
-def send_traffic(lab, rounds: int = 1) -> int:  # type: ignore[no-untyped-def]
-    """Submit ``TRAFFIC`` ``rounds`` times; returns the number of messages sent."""
-    sent = 0
-    for r in range(rounds):
-        for sender, domains in TRAFFIC:
-            for i, domain in enumerate(domains):
-                lab.send(sender, [f"user{r}{i}@{domain}"], subject=f"round {r}")
-                sent += 1
-    return sent
-
 
 def main() -> None:
     """Run the lab long enough for retries and expiries, then save queue and log."""

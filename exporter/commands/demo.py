@@ -1,7 +1,7 @@
 """``mtaq-exporter demo``: the agent on bundled real Postfix data, for a first look without an MTA.
 
 The data was captured from a real Postfix 3.7 relaying to a provider simulator
-(``tests/capture_demo_data.py``): a ``postqueue -j`` listing and that instance's mail log.
+(``scripts/capture_demo_data.py``): a ``postqueue -j`` listing and that instance's mail log.
 Arrival times are shifted so the captured queue looks as old now as it was at capture. The log
 is written into a temporary file a few lines at a time, over and over, and the agent tails that
 file with its real tailer, so the delivery counters keep moving.
@@ -17,13 +17,19 @@ import time
 from collections.abc import Iterator
 from importlib import resources
 
+from collectors import postfix_log, postfix_queue
 from collectors.classify import Classifier
-from collectors.postfix_log import PostfixLogCollector
-from collectors.postfix_queue import PostfixInstance, PostfixQueueCollector
+from collectors.log_collector import LogCollector
+from collectors.postfix.instance import MTA
+from collectors.postfix.log_events import POSTFIX_LOG
+from collectors.postfix.showq import POSTFIX_QUEUES, decode_postqueue_json
+from collectors.queue_collector import QueueCollector
 from collectors.queue_model import QueueMessage
-from collectors.showq import decode_postqueue_json
-from exporter.cli import run_agent
+from exporter.commands.run import run_agent
 from exporter.config import Config
+
+#: The syslog_name of the lab instance the data was captured from: its mta_instance.
+DEMO_INSTANCE = "postfix-lab"
 
 DEMO_LANES = {
     "lanes": {
@@ -48,6 +54,23 @@ def shifted_queue(now: float) -> list[QueueMessage]:
             for m in messages]
 
 
+class BundledQueue:
+    """The captured queue as a ``QueueReader``."""
+
+    name = DEMO_INSTANCE
+
+    def __init__(self, messages: list[QueueMessage]) -> None:
+        self.messages = messages
+
+    def source(self) -> str:
+        """Where the data comes from."""
+        return "the bundled demo queue (a captured postqueue -j listing)"
+
+    def read(self) -> Iterator[QueueMessage]:
+        """The same messages at every scan."""
+        return iter(self.messages)
+
+
 def replay_log(path: str, stop: threading.Event, lines_per_second: float) -> None:
     """Append the bundled mail log to ``path`` at a steady pace, looping until ``stop``."""
     lines = demo_file("demo_maillog.log").splitlines(keepends=True)
@@ -66,21 +89,16 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--web.listen-address", dest="listen", default=":10154")
     parser.add_argument("--lines-per-second", type=float, default=50, help="log replay pace (default 50)")
     args = parser.parse_args(argv)
-    config = Config.model_validate({**DEMO_LANES, "web": {"listen_address": args.listen},
-                                    "postfix": {"enabled": False}})
-    messages = shifted_queue(time.time())
-
-    def source(_instance: PostfixInstance) -> Iterator[QueueMessage]:
-        return iter(messages)
-
+    config = Config.model_validate({**DEMO_LANES, "web": {"listen_address": args.listen}})
     classifier = Classifier(config)
-    queue = PostfixQueueCollector([PostfixInstance("demo", "(bundled demo queue)")], classifier,
-                                  interval=30, source=source)
+    queue = QueueCollector(postfix_queue.ID, MTA, [BundledQueue(shifted_queue(time.time()))], classifier,
+                           POSTFIX_QUEUES)
     stop = threading.Event()
     with tempfile.TemporaryDirectory(prefix="mtaq-demo-") as tmp:
         log_path = os.path.join(tmp, "maillog")
         open(log_path, "w").close()
-        log = PostfixLogCollector([log_path], classifier, checkpoint_path=None, start_at="start")
+        log = LogCollector(postfix_log.ID, POSTFIX_LOG, [log_path], classifier, checkpoint_path=None,
+                           start_at="start", instances=[DEMO_INSTANCE])
         replay = threading.Thread(target=replay_log, args=(log_path, stop, args.lines_per_second),
                                   name="demo-replay", daemon=True)
         replay.start()

@@ -18,10 +18,13 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
+from collectors import postfix_queue
 from collectors.classify import Classifier, domain_of, relay_host
-from collectors.postfix_queue import read_instance
+from collectors.postfix.instance import PostfixQueueReader
+from collectors.postfix.showq import POSTFIX_QUEUES, decode_postqueue_json
 from collectors.queue_model import QueueMessage
-from collectors.showq import POSTFIX_QUEUES, decode_postqueue_json
+from exporter.commands.flags import add_config_flags, collector_flags, load
+from exporter.render import table
 
 EDGES_MINUTES = (5, 10, 20, 40, 80, 160, 320, 640, 1280)
 BUCKETS = (*(f"{e}m" for e in EDGES_MINUTES), "1280m+")  # each labelled by its upper edge
@@ -65,21 +68,16 @@ def ranked(rows: dict[str, list[int]], limit: int) -> tuple[list[int], list[tupl
 def render(rows: dict[str, list[int]], by: str, limit: int) -> str:
     """A qshape-style text table, largest rows first, with a TOTAL line."""
     total, ordered = ranked(rows, limit)
-    width = max([len(by), 5, *(len(k) for k, _ in ordered)])
-    header = f"{by:>{width}} {'total':>6} " + " ".join(f"{b:>6}" for b in BUCKETS)
-    lines = [header, f"{'TOTAL':>{width}} {sum(total):>6} " + " ".join(f"{c:>6}" for c in total)]
-    lines += [f"{k:>{width}} {sum(v):>6} " + " ".join(f"{c:>6}" for c in v) for k, v in ordered]
-    return "\n".join(lines)
+    body = [["TOTAL", sum(total), *total], *([k, sum(v), *v] for k, v in ordered)]
+    return "\n".join(table([by, "total", *BUCKETS], body, align="r" * (len(BUCKETS) + 2)))
 
 
-def main(argv: list[str], classifier: Classifier | None = None) -> int:
+def main(argv: list[str]) -> int:
     """Print the queue shape; exit 0, or 2 when the queue cannot be read."""
-    from exporter.agent import resolve_instance
-    from exporter.cli import _add_config_flags, config_from_args
-
     parser = argparse.ArgumentParser(prog="mtaq-exporter qshape", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    _add_config_flags(parser)
+    flags = collector_flags(postfix_queue.ID)
+    add_config_flags(parser, flags)
     parser.add_argument("--by", choices=("provider", "domain", "reason"), default="provider")
     parser.add_argument("--queue", action="append", choices=POSTFIX_QUEUES,
                         help="queue to include (repeatable; default: all but hold)")
@@ -87,14 +85,14 @@ def main(argv: list[str], classifier: Classifier | None = None) -> int:
     parser.add_argument("--limit", type=int, default=30, help="rows to show (default 30)")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     args = parser.parse_args(argv)
-    config = config_from_args(args)
-    classifier = classifier or Classifier(config)
+    config = load(args, flags)
+    classifier = Classifier(config)
     queues = set(args.queue or [q for q in POSTFIX_QUEUES if q != "hold"])
     try:
         if args.from_json:
             messages: list[QueueMessage] = list(decode_postqueue_json(Path(args.from_json).read_text().splitlines()))
         else:
-            messages = [m for i in config.postfix.instances for m in read_instance(resolve_instance(i))]
+            messages = [m for i in config.postfix.instances for m in PostfixQueueReader(i).read()]
     except (OSError, ValueError) as exc:
         print(f"mtaq-exporter qshape: cannot read the queue: {exc}", file=sys.stderr)
         return 2

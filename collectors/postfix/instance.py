@@ -1,0 +1,118 @@
+"""A Postfix instance: its configuration model, discovery through ``postconf``, and its queue.
+
+Everything the agent knows about finding and asking a Postfix instance lives here, for the queue
+collector, ``qshape`` and (later) the actions that change Postfix's configuration.
+
+The queue is read from the instance's ``showq`` service (``<queue_directory>/public/showq``),
+the same service ``postqueue -p`` asks. When the socket cannot be opened from here (a host
+install where the agent's user is not in ``postdrop``), ``postqueue -j`` is run instead: it is
+setgid ``postdrop`` and asks the same service. A refused connection on an existing socket means
+Postfix is stopped: that is reported as a failure, not papered over by postqueue's direct read.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from collections.abc import Iterator
+from typing import Annotated
+
+from pydantic import Field, StringConstraints, field_validator
+
+from collectors.command import CommandError, run
+from collectors.postfix.showq import MailSystemDown, read_postqueue, read_showq_socket
+from collectors.queue_model import QueueMessage
+from collectors.settings import Duration, StrictModel
+
+log = logging.getLogger("mtaq.postfix")
+
+MTA = "postfix"
+DEFAULT_QUEUE_DIRECTORY = "/var/spool/postfix"
+#: What ``syslog_name`` is when nothing sets it: the ``mta_instance`` of a default instance.
+DEFAULT_INSTANCE = "postfix"
+
+InstanceName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+
+
+class PostfixInstance(StrictModel):
+    """One Postfix instance (``postfix.instances[]``)."""
+
+    name: InstanceName = Field(default=DEFAULT_INSTANCE,
+                               description="its syslog_name: the mta_instance label and lane rules' instance")
+    config_dir: str | None = Field(default=None, description="postconf -c directory; None: Postfix's default")
+    showq_path: str | None = Field(default=None, description="default: <queue_directory>/public/showq")
+    postqueue: str = Field(default="postqueue", description="postqueue binary for the fallback")
+
+    def postconf(self, *parameters: str) -> list[str]:
+        """Values of ``parameters`` in this instance's configuration (raises ``CommandError``)."""
+        argv = ["postconf", "-h", "-x", *(["-c", self.config_dir] if self.config_dir else []), *parameters]
+        return run(argv).splitlines()
+
+    def postqueue_command(self) -> list[str]:
+        """The ``postqueue -j`` fallback command for this instance."""
+        return [self.postqueue, *(["-c", self.config_dir] if self.config_dir else []), "-j"]
+
+
+class PostfixSection(StrictModel):
+    """The ``postfix:`` section: which instances' queues to read and how often."""
+
+    enabled: bool | None = Field(default=None, description="null: on when a local Postfix is found")
+    instances: list[PostfixInstance] = Field(default_factory=lambda: [PostfixInstance()])
+    queue_scan_interval: Duration = 30.0
+
+    @field_validator("instances")
+    @classmethod
+    def _unique(cls, instances: list[PostfixInstance]) -> list[PostfixInstance]:
+        names = [i.name for i in instances]
+        if len(set(names)) != len(names):
+            raise ValueError(f"instance names must be unique, got {names}")
+        if not instances:
+            raise ValueError("at least one instance is needed (or turn the postfix_queue collector off)")
+        return instances
+
+
+def postfix_present() -> bool:
+    """Whether a local Postfix looks installed (for ``postfix.enabled: null``)."""
+    return shutil.which("postconf") is not None or os.path.exists(
+        os.path.join(DEFAULT_QUEUE_DIRECTORY, "public", "showq"))
+
+
+class PostfixQueueReader:
+    """Reads one instance's queue (a ``QueueReader``); the showq path is resolved once, here."""
+
+    def __init__(self, instance: PostfixInstance) -> None:
+        self.instance = instance
+        self.name = instance.name
+        self.showq_path = instance.showq_path or self._discover()
+
+    def _discover(self) -> str:
+        try:
+            queue_directory, syslog_name = self.instance.postconf("queue_directory", "syslog_name")
+        except (CommandError, ValueError) as exc:
+            log.warning("postconf failed for instance %s (%s); assuming %s", self.name, exc, DEFAULT_QUEUE_DIRECTORY)
+            return os.path.join(DEFAULT_QUEUE_DIRECTORY, "public", "showq")
+        if syslog_name != self.name:
+            log.warning("Postfix instance %s logs as %r: name it %r so that its queue and log series agree",
+                        self.name, syslog_name, syslog_name)
+        return os.path.join(queue_directory, "public", "showq")
+
+    def source(self) -> str:
+        """The socket and its fallback."""
+        return f"showq {self.showq_path} (fallback: {' '.join(self.instance.postqueue_command())})"
+
+    def read(self) -> Iterator[QueueMessage]:
+        """The showq socket, else ``postqueue -j``; errors name both attempts."""
+        try:
+            messages = read_showq_socket(self.showq_path)
+        except ConnectionRefusedError as exc:
+            raise MailSystemDown(f"Postfix is not running (showq socket {self.showq_path}: {exc})") from None
+        except OSError as socket_error:
+            command = self.instance.postqueue_command()
+            try:
+                yield from read_postqueue(command)
+            except OSError as fallback_error:
+                raise OSError(f"showq socket {self.showq_path}: {socket_error}; "
+                              f"fallback {' '.join(command)}: {fallback_error}") from None
+            return
+        yield from messages

@@ -1,0 +1,54 @@
+"""Postfix log records to delivery-accounting events: layer 2 of the Postfix log pipeline.
+
+``POSTFIX_LOG`` is the Postfix :class:`LogFormat`: its parser (``log_parse``) and this adapter,
+which routes each record to its instance's accounting (the first element of the syslog program
+name, ``postfix`` or ``postfix-bulk``) and calls the matching event.
+"""
+
+from __future__ import annotations
+
+from collectors.classify import relay_host
+from collectors.delivery_accounting import InstanceAccounts
+from collectors.log_pipeline import EventHandlers, LogFormat
+from collectors.postfix.instance import DEFAULT_INSTANCE, MTA
+from collectors.postfix.log_parse import Delivery, Expired, MessageQueued, PostfixLineParser, Removed
+
+
+class PostfixEvents:
+    """The adapter: one method per record type that means something to the accounting."""
+
+    def __init__(self, accounts: InstanceAccounts) -> None:
+        self._account = accounts.get
+
+    def handlers(self) -> EventHandlers:
+        """Record type -> event method."""
+        return {MessageQueued: self.queued, Delivery: self.delivery, Expired: self.expired, Removed: self.removed}
+
+    # Positional calls: these run for every record, and keywords cost measurably more.
+
+    def queued(self, record: MessageQueued) -> None:
+        """qmgr took the message into the active queue (logged again after each deferral)."""
+        self._account(record.instance).received(record.qid, record.sender, record.timestamp, record.instance)
+
+    def delivery(self, record: Delivery) -> None:
+        """A delivery status line; address-verification probes are counted apart."""
+        accounting = self._account(record.instance)
+        if record.probe:
+            accounting.probe(record.status)
+            return
+        accounting.delivery(
+            record.qid, record.to, record.status, record.timestamp, relay_host(record.relay, record.text),
+            record.dsn, record.text, record.delay, record.instance, record.service)
+
+    def expired(self, record: Expired) -> None:
+        """Retries ran out: the message goes back to its sender."""
+        self._account(record.instance).expired(record.qid, record.sender, record.timestamp, record.forced,
+                                               record.instance)
+
+    def removed(self, record: Removed) -> None:
+        """The queue file is gone."""
+        self._account(record.instance).removed(record.qid)
+
+
+POSTFIX_LOG = LogFormat(MTA, DEFAULT_INSTANCE, PostfixLineParser,
+                        lambda accounts: PostfixEvents(accounts).handlers())

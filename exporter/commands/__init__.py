@@ -1,0 +1,6 @@
+"""The operator commands, one module each with a ``main(argv) -> exit status``.
+
+``run`` (the agent, the default), ``demo``, ``check_config``, ``qshape``, ``analyze``,
+``dead_letters`` and ``blocklists``; ``flags`` holds the flags they share and ``exporter/render.py``
+the table and time formatting.
+"""

@@ -1,0 +1,29 @@
+"""``mtaq-exporter check-config``: validate the configuration, build the collectors it turns on
+(without starting them), say what each would read, and exit."""
+
+from __future__ import annotations
+
+import argparse
+
+from collectors.classify import Classifier
+from collectors.settings import ConfigError
+from exporter.agent import build_collectors
+from exporter.commands.flags import WEB_FLAGS, add_config_flags, collector_flags, exit_on_config_error, load
+
+
+def main(argv: list[str]) -> int:
+    """Exit 0 when the configuration (file, environment, flags) is valid, 2 with every problem when not."""
+    parser = argparse.ArgumentParser(prog="mtaq-exporter check-config", description=__doc__)
+    flags = (*WEB_FLAGS, *collector_flags())
+    add_config_flags(parser, flags, switches=True)
+    config = load(parser.parse_args(argv), flags)
+    try:
+        collectors = build_collectors(config, Classifier(config))
+    except ConfigError as exc:
+        exit_on_config_error(exc)
+    print(f"configuration OK: lanes {', '.join(config.lanes.names)}; "
+          f"collectors: {', '.join(c.id for c in collectors) or 'none'}")
+    for collector in collectors:
+        for source in collector.sources():
+            print(f"  {collector.id}: {source}")
+    return 0

@@ -1,0 +1,73 @@
+"""``mtaq-exporter [flags]``: run the agent until SIGINT or SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from collectors.base import BaseCollector
+from collectors.settings import ConfigError
+from exporter import __version__
+from exporter.agent import Agent
+from exporter.commands.flags import (
+    WEB_FLAGS,
+    add_config_flags,
+    add_log_level,
+    collector_flags,
+    exit_on_config_error,
+    load,
+    setup_logging,
+)
+from exporter.registry import FamilyConflictError
+
+USAGE = """commands (mtaq-exporter COMMAND --help for each):
+  demo          the agent on bundled real Postfix data
+  check-config  validate the configuration and exit (0 valid, 2 invalid)
+  qshape        queued recipients by age bucket and provider, domain or reason
+  analyze       incident report of mail log files
+  dead-letters  a running agent's dead letters with their failure context
+  blocklists    one-shot DNS blocklist check
+
+Exit status 2 on bad configuration or usage, with one line per problem naming the key."""
+
+
+def run_agent(config: Any, collectors: Sequence[BaseCollector] | None = None, *,
+              ready: threading.Event | None = None) -> int:
+    """Run the agent until SIGINT/SIGTERM (or, off the main thread, until the process ends)."""
+    try:
+        agent = Agent(config, collectors)
+    except ConfigError as exc:
+        exit_on_config_error(exc)
+    except FamilyConflictError as exc:
+        print(f"mtaq-exporter: cannot start: {exc}", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+    agent.start()
+    print(f"mtaq-exporter {__version__} serving on port {agent.port} (Ctrl-C to stop)", file=sys.stderr)
+    if ready is not None:
+        ready.set()
+    stop.wait()
+    agent.stop()
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    """Parse the agent's flags and run it."""
+    parser = argparse.ArgumentParser(prog="mtaq-exporter", epilog=USAGE,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     description="Prometheus exporter and alerting agent for the outgoing mail "
+                                                 "queues and delivery logs of Postfix.")
+    flags = (*WEB_FLAGS, *collector_flags())
+    add_config_flags(parser, flags, switches=True)
+    add_log_level(parser)
+    parser.add_argument("--version", action="version", version=f"mtaq-exporter {__version__}")
+    args = parser.parse_args(argv)
+    setup_logging(args.log_level)
+    return run_agent(load(args, flags))

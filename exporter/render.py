@@ -1,0 +1,43 @@
+"""Text output shared by the operator commands: aligned tables, times, ages and clipped replies."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]], *, align: str | None = None,
+          indent: str = "") -> list[str]:
+    """Rows under headers, columns padded to their widest cell.
+
+    ``align`` has one letter per column, ``l`` or ``r``; by default the first column is left-
+    and the others right-aligned (a name, then numbers). Trailing blanks are removed.
+    """
+    cells = [[str(c) for c in row] for row in [headers, *rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    align = align or "l" + "r" * (len(headers) - 1)
+    return [(indent + "  ".join(c.ljust(w) if a == "l" else c.rjust(w)
+                                for c, w, a in zip(row, widths, align, strict=True))).rstrip()
+            for row in cells]
+
+
+def when(epoch: float | None, *, utc: bool = False) -> str:
+    """``YYYY-MM-DD HH:MM:SS`` in local time (or UTC), ``?`` when unknown."""
+    if epoch is None:
+        return "?"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(epoch) if utc else time.localtime(epoch))
+
+
+def age(seconds: float | None) -> str:
+    """A duration in its largest unit with one decimal: ``42s``, ``3.5m``, ``2.0h``, ``1.2d``."""
+    if seconds is None:
+        return "?"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+def clip(text: str, width: int = 100) -> str:
+    """``text`` cut to ``width`` characters, with an ellipsis when cut."""
+    return text if len(text) <= width else text[:width - 1] + "…"
