@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 # Debian packages the real-component tests use (SPEC §7); installed only as root and when missing.
-DEBS   := postfix prometheus prometheus-alertmanager
+DEBS   := postfix prometheus prometheus-alertmanager pflogsumm
 BENCH_DEBS := prometheus-postfix-exporter mtail
 
 .PHONY: run demo test test-unit lint setup system-deps bench clean

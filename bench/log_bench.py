@@ -7,7 +7,7 @@ another log), giving every copy fresh queue ids so each copy is new mail to the 
 Then times, on that same corpus:
 
 1. parse only (``PostfixLineParser.parse``);
-2. parse + classify + account (``PostfixLogProcessor.process_lines`` in tailer-sized batches);
+2. parse + classify + account (``LogProcessor.process_lines`` with the Postfix format, in tailer-sized batches);
 3. the collector through its tailer sink (bytes, UTF-8 decode, all of the above, one scrape);
 4. the real ``Tailer`` reading the corpus from a file into the collector (``poll_once``), in a
    process of its own so that its peak RSS is the agent's, not the in-memory corpus's.
@@ -40,18 +40,25 @@ from typing import Any
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from collectors.classify import Classifier  # after the sys.path line above, so it runs from a checkout
+# after the sys.path line above, so that it runs from a checkout
+from collectors.classify import ClassificationConfig, Classifier
 from collectors.log_collector import LogCollector
 from collectors.log_pipeline import LogProcessor
 from collectors.postfix.log_events import POSTFIX_LOG
 from collectors.postfix.log_parse import Ignored, PostfixLineParser, Unparsed
-from collectors.tailer import SourceStats, Tailer
+from collectors.tailer import Tailer
+from tests.helpers import FakeTailer
 
 BATCH = 4096  # lines per sink call, about what the tailer hands over per read
 DEFAULT_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "collectors", "data",
                               "demo_maillog.log")
 MTAIL_PROGRAM = "/usr/share/doc/mtail/examples/postfix.mtail"
 
+
+def lab_classifier() -> Classifier:
+    """The classification of the lab's log: its provider simulator on loopback stands in for the
+    providers, so that the classification stages take the provider path, not the on-host one."""
+    return Classifier(ClassificationConfig.model_validate({"local_delivery": {"loopback": False}}))
 
 def source_lines(path: str) -> list[str]:
     """The source log's lines, without blank lines and ``#`` comments (fixture annotations)."""
@@ -81,20 +88,6 @@ def corpus(lines: list[str], size: int) -> list[str]:
             out.append("".join(f"{base + index[p]:X}" if i % 2 else p for i, p in enumerate(parts)))
         copy += 1
     return out[:size]
-
-
-class _NullTailer:
-    """Stands in for the tailer when lines are handed to the sink directly."""
-
-    def __init__(self, paths: list[str], sink: Callable[[str, list[bytes]], None], **_: Any) -> None:
-        self.sink = sink
-        self.stats = {path: SourceStats() for path in paths}
-
-    def start(self) -> None:
-        """Nothing to start."""
-
-    def stop(self) -> None:
-        """Nothing to stop."""
 
 
 def _timed(run: Callable[[], None], repeat: int) -> tuple[float, float]:
@@ -127,7 +120,7 @@ def tail_file(path: str) -> None:
         tailers.append(Tailer(*a, use_inotify=False, **k))
         return tailers[-1]
 
-    collector = LogCollector("postfix_log", POSTFIX_LOG, [path], Classifier(), checkpoint_path=None,
+    collector = LogCollector("postfix_log", POSTFIX_LOG, [path], lab_classifier(), checkpoint_path=None,
                              start_at="start", tailer_factory=factory)
     wall, cpu = time.perf_counter(), time.process_time()
     tailers[0].poll_once()
@@ -208,7 +201,7 @@ def main() -> int:
     if args.tail:
         tail_file(args.tail)
         return 0
-    classifier = Classifier()
+    classifier = lab_classifier()
     lines = corpus(source_lines(args.source), args.lines)
     encoded = [line.encode() for line in lines]
     batches = [lines[i:i + BATCH] for i in range(0, len(lines), BATCH)]
@@ -243,10 +236,10 @@ def main() -> int:
             processor.process_lines("bench", batch)
 
     def collector() -> None:
-        tailers: list[_NullTailer] = []
+        tailers: list[FakeTailer] = []
 
-        def factory(*a: Any, **k: Any) -> _NullTailer:
-            tailers.append(_NullTailer(*a, **k))
+        def factory(*a: Any, **k: Any) -> FakeTailer:
+            tailers.append(FakeTailer(*a, **k))
             return tailers[-1]
 
         c = LogCollector("postfix_log", POSTFIX_LOG, ["bench"], classifier, checkpoint_path=None,

@@ -22,6 +22,7 @@ from typing import Protocol
 
 from prometheus_client.metrics_core import Metric
 
+from collectors.deadline import ReadCancelled
 from collectors.families import Family
 
 #: Seconds since the epoch; injected everywhere so tests can drive time.
@@ -61,13 +62,15 @@ class Auth(StrEnum):
 
 @dataclass(frozen=True)
 class Request:
-    """What a route handler sees."""
+    """What a route handler sees. ``trusted``: the caller authenticated, or the operator turned
+    address masking off; personal data (mail addresses) is shown in full only then."""
 
     method: str
     path: str
     query: str
     headers: dict[str, str]
     body: bytes
+    trusted: bool = False
 
 
 @dataclass
@@ -90,13 +93,19 @@ Handler = Callable[[Request], Response]
 
 @dataclass(frozen=True)
 class Route:
-    """``method path`` served by ``handler``; ``title`` puts a link on the landing page."""
+    """``method path`` served by ``handler``; ``title`` puts a link on the landing page.
+
+    ``writes``: the route changes state (runs a check, applies an action). The server then
+    demands a JSON body (a cross-site form cannot send one) and, unless it is a bearer-token
+    route, authentication or ``web.unauthenticated_writes: true``.
+    """
 
     method: str
     path: str
     handler: Handler
     auth: Auth = Auth.WEB
     title: str | None = None
+    writes: bool = False
 
 
 # -- health ----------------------------------------------------------------------------------
@@ -198,6 +207,8 @@ class BaseCollector(ABC):
             start = time.monotonic()
             try:
                 self.refresh()
+            except ReadCancelled:  # the agent is stopping: not a failure of the source
+                return False
             except Exception as exc:
                 self.health.failed(exc, time.monotonic() - start)
                 return False
@@ -216,6 +227,11 @@ class BaseCollector(ABC):
 
     def sources(self) -> list[str]:
         """What it reads, one phrase each, for the start-up log and the status page."""
+        return []
+
+    def preflight(self) -> list[str]:
+        """Problems with its sources that ``check-config`` reports (a configured path that does
+        not exist, a log that cannot be read); the agent itself waits for them to go away."""
         return []
 
     def start(self) -> None:

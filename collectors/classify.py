@@ -2,14 +2,15 @@
 
 Everything that becomes a label passes through here, so the label sets stay bounded by
 configuration whatever the traffic: lanes come from the configured lane names, providers from
-the built-in table plus config additions (else ``other``), reasons from the reason table.
-The tables are data (``data/providers.yaml``, ``data/reasons.yaml``); this module only
-compiles and applies them.
+the built-in table plus config additions (else ``other``; ``local`` for hops that stay on the
+host), reasons from the reason table. The tables are data (``data/providers.yaml``,
+``data/reasons.yaml``); this module only compiles and applies them.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import ipaddress
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,10 +24,15 @@ from pydantic import Field, field_validator, model_validator
 from collectors.settings import StrictModel
 
 OTHER = "other"
+#: The provider of deliveries that stay on the host: never a provider delivery, retry or throttle target.
+LOCAL = "local"
 REASONS = (
     "rate_limited", "reputation", "blocklisted", "auth", "mailbox_full", "user_unknown",
-    "domain_unknown", "content", "policy", "connection", "dns", "tls", "self", OTHER,
+    "domain_unknown", "content", "policy", "connection", "dns", "tls", "greylisted", "self", OTHER,
 )
+#: Delivery agents that never leave the host: local(8) and virtual(8) mailboxes, pipe(8) commands,
+#: discard(8).
+LOCAL_AGENTS = frozenset({"local", "virtual", "pipe", "discard"})
 LABEL_VALUE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 _CACHE_LIMIT = 65536
 # bytes.translate is a C table lookup; str.translate with a mapping is ten times slower.
@@ -132,19 +138,38 @@ class ReasonRule(StrictModel):
         return patterns
 
 
+class LocalDelivery(StrictModel):
+    """Which hops stay on the host (provider ``local``) besides local agents and unix sockets."""
+
+    loopback: bool = Field(default=True, description="hops to 127.0.0.0/8, ::1 or localhost are local")
+    content_filters: list[str] = Field(
+        default_factory=list,
+        description="next hops of content filters (host, ip, host:port, [ip]:port); deliveries to them are local")
+
+    @field_validator("content_filters")
+    @classmethod
+    def _nexthops(cls, nexthops: list[str]) -> list[str]:
+        for nexthop in nexthops:
+            if not nexthop or any(c.isspace() for c in nexthop):
+                raise ValueError(f"content filter next hop {nexthop!r} must be host, ip, host:port or [ip]:port")
+        return nexthops
+
+
 class ClassificationConfig(StrictModel):
-    """The ``lanes``/``providers``/``reasons`` part of the agent's configuration."""
+    """The ``lanes``/``providers``/``reasons``/``local_delivery`` part of the agent's configuration."""
 
     lanes: LanesConfig = Field(default_factory=LanesConfig)
     providers: dict[str, ProviderEntry] = Field(default_factory=dict)
     reasons: list[ReasonRule] = Field(default_factory=list)
+    local_delivery: LocalDelivery = Field(default_factory=LocalDelivery)
 
     @field_validator("providers")
     @classmethod
     def _provider_names(cls, providers: dict[str, ProviderEntry]) -> dict[str, ProviderEntry]:
         for name in providers:
-            if not LABEL_VALUE.match(name) or name == OTHER:
-                raise ValueError(f"provider name {name!r} must match {LABEL_VALUE.pattern} and not be 'other'")
+            if not LABEL_VALUE.match(name) or name in (OTHER, LOCAL):
+                raise ValueError(f"provider name {name!r} must match {LABEL_VALUE.pattern} and not be 'other' "
+                                 "or 'local'")
         return providers
 
 
@@ -182,6 +207,26 @@ def relay_host(relay: str | None, text: str = "") -> str | None:
     return None
 
 
+def _relay_parts(relay: str) -> tuple[str, str, str]:
+    """``host[address]:port`` -> (host, address, port); address and port may be empty."""
+    host, _, rest = relay.partition("[")
+    address, _, port = rest.partition("]")
+    return host.lower(), address.lower(), port.lstrip(":")
+
+
+def _on_host(address: str, host: str, loopback: bool) -> bool:
+    """A unix-domain socket path (``private/dovecot-lmtp``), or (with ``loopback``) a loopback
+    address or ``localhost``."""
+    if "/" in address:
+        return True
+    if not loopback:
+        return False
+    try:
+        return host == "localhost" or ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
 def domain_of(address: str) -> str:
     """The lower-cased domain part of an address (empty for a local or null address)."""
     at = address.rfind("@")
@@ -216,7 +261,11 @@ class Classifier:
                 self._domains[domain.lower()] = name
             for suffix in entry.get("mx_suffixes", []):
                 self._suffixes[suffix.lower().lstrip(".")] = name
-        self.provider_names: tuple[str, ...] = (*sorted(table), OTHER)
+        self.provider_names: tuple[str, ...] = (*sorted(table), LOCAL, OTHER)
+        self._loopback_local = config.local_delivery.loopback
+        self._content_filters = frozenset(hop.lower().removeprefix("[").replace("]:", ":").removesuffix("]")
+                                          for hop in config.local_delivery.content_filters)
+        self._local_cache: dict[tuple[str | None, str | None], bool] = {}
         # Built-in patterns are lower case and searched in lower-cased text; user patterns keep
         # IGNORECASE so they may be written either way.
         user = [(r.reason, re.compile("|".join(f"(?:{p})" for p in r.patterns), re.IGNORECASE))
@@ -254,6 +303,34 @@ class Classifier:
                 return rule.lane
         return self.default_lane
 
+    def local_hop(self, relay: str | None, service: str | None) -> bool:
+        """Whether a delivery stays on the host: a local, virtual, pipe or discard agent (last
+        element of ``service``), ``relay=local``/``virtual``, a unix socket, a loopback address or
+        ``localhost`` (unless ``local_delivery.loopback`` is off), or a configured content-filter
+        next hop. ``relay`` is ``host[address]:port``."""
+        key = (relay, service)
+        local = self._local_cache.get(key)
+        if local is None:
+            local = self._local_hop_uncached(relay, service)
+            if len(self._local_cache) >= _CACHE_LIMIT:
+                self._local_cache.clear()
+            self._local_cache[key] = local
+        return local
+
+    def _local_hop_uncached(self, relay: str | None, service: str | None) -> bool:
+        if service and service.rpartition("/")[2] in LOCAL_AGENTS:
+            return True
+        if not relay or relay == "none":
+            return False
+        host, address, port = _relay_parts(relay)
+        if not address:  # relay=local, relay=virtual, or a pipe's transport name
+            return host in ("local", "virtual")
+        if _on_host(address, host, self._loopback_local):
+            return True
+        hops = self._content_filters
+        return bool(hops) and any(
+            name in hops for name in (host, address, f"{host}:{port}", f"{address}:{port}"))
+
     def provider(self, domain: str | None, host: str | None = None) -> str:
         """The provider of a recipient ``domain`` or, failing that, of the remote ``host``."""
         key = (domain or "", host)
@@ -289,8 +366,9 @@ class Classifier:
         Answers are cached by the DSN and the text with its digits blanked: replies repeat
         except for ids, timestamps and addresses (Gmail and Microsoft put a fresh id in every
         reply), and the table costs tens of microseconds a reply. Codes that decide a class
-        differ in more than their digits (``[TSS04]``/``[TS03]``, ``(S3150)``/``(S775)``) or
-        come with their own DSN, which stays in the key as it is.
+        come with replies that differ in more than their digits (``[TSS04]`` "temporarily
+        deferred" / ``[TSS09]`` "permanently deferred", ``(S3150)``/``(S775)``) or with their
+        own DSN, which stays in the key as it is.
         """
         key = (dsn, text.encode("utf-8", "surrogateescape").translate(_BLANK_DIGITS))
         name = self._reason_cache.get(key)

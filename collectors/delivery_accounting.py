@@ -2,7 +2,9 @@
 
 MTA log parsers translate their records into a handful of normalised events::
 
+    submitted(qid)                             a message entered the MTA from outside (SMTP, pickup)
     received(qid, sender)                      the MTA queued a message (first sighting counts)
+    notification(new_qid, type)                the MTA created a notification message itself
     delivery(qid, recipient, status, ...)      one attempt for one recipient: sent/deferred/bounced
     probe(status)                              an address-verification probe (never a delivery)
     expired(qid, sender)                       retries ran out: the message goes back to its sender
@@ -11,8 +13,18 @@ MTA log parsers translate their records into a handful of normalised events::
 and ``DeliveryAccounting`` turns them into counters keyed by bounded label tuples (lane,
 provider, reason, status, bounce type; never addresses), following SPEC §3:
 
+- a message counts once in ``messages_received``, unless the MTA made it itself: a queue id
+  announced as a notification, or a null-sender message that never came through ``submitted``
+  (bounces, delay warnings); those count in ``notifications`` by type (pflogsumm's "received"
+  counts the same way: smtpd and pickup, not qmgr). A content filter that re-injects mail makes a
+  second queue id that counts again, as in pflogsumm;
 - attempts count every sent/deferred/bounced try; a message counts once in
   ``messages_deferred`` (on its first deferral, with that deferral's lane and provider);
+- hops that stay on the host (the classifier's ``local``: content filters, local mailboxes) count
+  under provider ``local``; their ``sent`` is not a final outcome for the delay histogram (a
+  content filter hands the mail back under a new queue id, whose own delivery is observed);
+- a soft-bounce deferral (the MTA's soft-bounce mode turned a bounce into a deferral) counts as
+  a deferral and in ``soft_bounces`` by reason;
 - ``status=bounced`` is a hard bounce unless its DSN is 4.x.x or 5.2.x (soft); when a message
   expires, each recipient still pending becomes a soft bounce with its last deferral's provider
   and reason, and the message one dead letter (lane/provider/reason of its last deferral);
@@ -40,12 +52,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from collectors.base import Clock
-from collectors.classify import OTHER, Classifier, domain_of
+from collectors.classify import LOCAL, OTHER, Classifier, domain_of
 
 SENT, DEFERRED, BOUNCED, EXPIRED = "sent", "deferred", "bounced", "expired"
 _STATUSES = frozenset({SENT, DEFERRED, BOUNCED})
 HARD, SOFT = "hard", "soft"
 SELF = "self"
+#: Notification messages the MTA creates itself (``mtaq_notifications_total{type}``).
+NOTIFICATION_TYPES = ("non_delivery", "delay", "delivery_status", OTHER)
 #: Upper bounds of ``mtaq_delivery_delay_seconds``: one second to five days.
 DELAY_BUCKETS: tuple[float, ...] = (
     1, 5, 15, 30, 60, 300, 900, 1800, 3600, 7200, 14400, 43200, 86400, 172800, 432000,
@@ -69,7 +83,7 @@ class _Message:
     """What is known about one queued message (a plain slots class: one is made per message)."""
 
     __slots__ = ("arrival", "attempts", "deferred_counted", "expired", "first_seen", "instance", "last",
-                 "pending", "providers", "sender")
+                 "pending", "providers", "received_counted", "sender")
 
     def __init__(self, sender: str | None, instance: str | None, first_seen: float, arrival: float) -> None:
         self.sender = sender
@@ -77,6 +91,9 @@ class _Message:
         self.first_seen = first_seen
         self.arrival = arrival  # best estimate: first sighting, or earlier when a delay= says so
         self.attempts = 0
+        # False only for a message seen entering the MTA and not yet counted as received; first
+        # seen any other way (a delivery, a notification), it never counts.
+        self.received_counted = True
         self.deferred_counted = False
         self.expired = False
         self.providers: tuple[str, ...] = ()  # usually one: a tuple is cheaper than a set
@@ -136,8 +153,11 @@ class AccountingSnapshot:
     delivery_delay: dict[tuple[str, str], DelayHistogram]
     self_deferrals: dict[tuple[str], int]
     probes: dict[tuple[str], int]
+    soft_bounces: dict[tuple[str], int]
+    notifications: dict[tuple[str], int]
     tracked_messages: int
     evicted_messages: int
+    negative_delays: int
     dead_letter_log: tuple[DeadLetter, ...]
     reason_samples: dict[tuple[str, str, str], str]  # (deferred|bounced, provider, reason) -> latest reply
 
@@ -163,6 +183,7 @@ class DeliveryAccounting:
         self._messages: OrderedDict[str, _Message] = OrderedDict()
         self._last_sweep = float("-inf")
         self._evicted = 0
+        self._negative_delays = 0
         self._received: defaultdict[tuple[str], int] = defaultdict(int)
         self._attempts: defaultdict[tuple[str, str, str], int] = defaultdict(int)
         self._messages_deferred: defaultdict[tuple[str, str], int] = defaultdict(int)
@@ -172,33 +193,65 @@ class DeliveryAccounting:
         self._delay: dict[tuple[str, str], _Histogram] = {}
         self._self_deferrals: defaultdict[tuple[str], int] = defaultdict(int)
         self._probes: defaultdict[tuple[str], int] = defaultdict(int)
+        self._soft_bounces: defaultdict[tuple[str], int] = defaultdict(int)
+        self._notifications: defaultdict[tuple[str], int] = defaultdict(int)
         self._dead_letter_log: deque[DeadLetter] = deque(maxlen=dead_letter_limit)
         self._samples: dict[tuple[str, str, str], str] = {}
         self._labels: dict[tuple[str | None, str, str | None, str | None, str | None], tuple[str, str]] = {}
 
     # -- events -----------------------------------------------------------------------------
 
+    def submitted(self, qid: str, timestamp: float | None = None, instance: str | None = None) -> None:
+        """``qid`` entered the MTA from outside (SMTP, local submission): it will count as received."""
+        with self._lock:
+            if qid not in self._messages:
+                now = self._clock() if timestamp is None else timestamp
+                message = _Message(None, instance, now, now)
+                message.received_counted = False
+                self._admit(qid, message, now)
+
+    def notification(self, qid: str, kind: str, timestamp: float | None = None,
+                     instance: str | None = None) -> None:
+        """The MTA created ``qid`` itself, a notification of ``kind`` (one of ``NOTIFICATION_TYPES``):
+        counted apart, never as received mail."""
+        with self._lock:
+            self._notifications[(kind if kind in NOTIFICATION_TYPES else OTHER,)] += 1
+            if qid not in self._messages:
+                now = self._clock() if timestamp is None else timestamp
+                self._admit(qid, _Message("", instance, now, now), now)
+
     def received(self, qid: str, sender: str | None, timestamp: float | None = None,
                  instance: str | None = None) -> None:
-        """The MTA queued ``qid``; repeats (Postfix logs one per queue run) count once."""
+        """The MTA queued ``qid``; repeats (Postfix logs one per queue run) count once.
+
+        Not counted: messages first seen otherwise (a delivery before any queue line, a
+        notification) and null-sender messages that never came through ``submitted``, which the
+        MTA made itself (its notifications are logged before or after this line, by chance).
+        """
         with self._lock:
             message = self._messages.get(qid)
             if message is not None:
                 if message.sender is None:
                     message.sender = sender
-                return
-            now = self._clock() if timestamp is None else timestamp
-            self._admit(qid, _Message(sender, instance, now, now), now)
+                if message.received_counted:
+                    return
+                message.received_counted = True
+            else:
+                now = self._clock() if timestamp is None else timestamp
+                self._admit(qid, _Message(sender, instance, now, now), now)
+                if not sender:
+                    return
             self._received[(self._classifier.lane(sender, None, instance, None),)] += 1
 
     def delivery(self, qid: str, recipient: str, status: str, timestamp: float | None = None,
                  host: str | None = None, dsn: str | None = None, text: str = "",
                  delay: float | None = None, instance: str | None = None,
-                 service: str | None = None) -> None:
+                 service: str | None = None, local: bool = False, soft_bounce: bool = False) -> None:
         """One delivery attempt of ``recipient``: ``status`` is sent, deferred or bounced.
 
         ``host`` is the remote MTA's name (relay or reply text), ``delay`` the seconds since
-        the message arrived (final outcomes are observed with it).
+        the message arrived (final outcomes are observed with it). ``local``: the hop stayed on
+        the host (provider ``local``). ``soft_bounce``: a deferral that would have been a bounce.
         """
         if status not in _STATUSES:
             raise ValueError(f"unknown delivery status {status!r}")
@@ -211,18 +264,25 @@ class DeliveryAccounting:
             elif delay is not None and now - delay < message.arrival:
                 message.arrival = now - delay
             # One lookup instead of two classifier calls: this runs for every attempt.
-            key = (message.sender, domain_of(recipient), host, instance, service)
-            labels = self._labels.get(key)
-            if labels is None:
-                labels = self._classify(*key)
-            lane, provider = labels
+            domain = domain_of(recipient)
+            if local:
+                lane, provider = self._classifier.lane(message.sender, domain, instance, service), LOCAL
+            else:
+                key = (message.sender, domain, host, instance, service)
+                labels = self._labels.get(key)
+                if labels is None:
+                    labels = self._classify(*key)
+                lane, provider = labels
             pending = message.pending
             if status == SENT:
                 if pending:
                     pending.pop(recipient, None)
-                self._observe(lane, SENT, now - message.arrival if delay is None else delay)
+                if not local:
+                    self._observe(lane, SENT, now - message.arrival if delay is None else delay)
             elif status == DEFERRED:
                 reason = self._classifier.reason(dsn, text)
+                if soft_bounce:
+                    self._soft_bounces[(reason,)] += 1
                 if reason == SELF:
                     self._self_deferral(message, recipient, lane, provider, dsn, text)
                     return
@@ -321,6 +381,9 @@ class DeliveryAccounting:
         return labels
 
     def _observe(self, lane: str, status: str, seconds: float) -> None:
+        if seconds < 0:  # out-of-order timestamps or a negative delay=: 0, and counted
+            seconds = 0.0
+            self._negative_delays += 1
         histogram = self._delay.get((lane, status))
         if histogram is None:
             histogram = self._delay[(lane, status)] = _Histogram()
@@ -361,8 +424,11 @@ class DeliveryAccounting:
                 delivery_delay={key: DelayHistogram(tuple(h.counts), h.total) for key, h in self._delay.items()},
                 self_deferrals=dict(self._self_deferrals),
                 probes=dict(self._probes),
+                soft_bounces=dict(self._soft_bounces),
+                notifications=dict(self._notifications),
                 tracked_messages=len(self._messages),
                 evicted_messages=self._evicted,
+                negative_delays=self._negative_delays,
                 dead_letter_log=tuple(self._dead_letter_log),
                 reason_samples=dict(self._samples),
             )
@@ -392,8 +458,10 @@ def merge_snapshots(snapshots: Iterable[AccountingSnapshot]) -> AccountingSnapsh
         messages_received=summed("messages_received"), delivery_attempts=summed("delivery_attempts"),
         messages_deferred=summed("messages_deferred"), deferrals=summed("deferrals"), bounces=summed("bounces"),
         dead_letters=summed("dead_letters"), delivery_delay=delay, self_deferrals=summed("self_deferrals"),
-        probes=summed("probes"), tracked_messages=sum(s.tracked_messages for s in snapshots),
+        probes=summed("probes"), soft_bounces=summed("soft_bounces"), notifications=summed("notifications"),
+        tracked_messages=sum(s.tracked_messages for s in snapshots),
         evicted_messages=sum(s.evicted_messages for s in snapshots),
+        negative_delays=sum(s.negative_delays for s in snapshots),
         dead_letter_log=tuple(sorted((d for s in snapshots for d in s.dead_letter_log), key=lambda d: d.expired_at)),
         reason_samples=samples)
 
@@ -419,6 +487,11 @@ class InstanceAccounts:
         self._lookup: dict[str | None, DeliveryAccounting] = {}  # by what records carry
         for name in tuple(preset) or (default,):  # zero-filled from the start
             self.get(name)
+
+    @property
+    def classifier(self) -> Classifier:
+        """The classifier every instance's accounting uses (adapters ask it about relays)."""
+        return self._classifier
 
     def get(self, instance: str | None) -> DeliveryAccounting:
         """The accounting of ``instance``."""

@@ -17,6 +17,7 @@ results and ``POST /api/v1/blocklists/check`` asks for a run now. Sample output:
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from prometheus_client.metrics_core import Metric
 
 from collectors import families as F
 from collectors.base import BaseCollector, Clock, Request, Response, Route, Services
+from collectors.deadline import SLICE, ReadCancelled
 from collectors.dnsbl_catalogue import DnsblSettings, load_catalogue
 from collectors.dnsbl_check import RunResult, Status, check
 from collectors.dnsbl_report import Definitive, definitive_answers, listing_codes, results_dict, target_impact
@@ -59,6 +61,8 @@ class DnsblCollector(BaseCollector):
         self.targets = settings.target_names()
         self._lists = {bl.zone: bl for bl in self.lists}
         self._snapshot: _Snapshot | None = None
+        self._last_recheck = 0.0
+        self._stop = threading.Event()
 
     def describe(self) -> tuple[F.Family, ...]:
         """The blocklist families of the catalogue."""
@@ -74,13 +78,21 @@ class DnsblCollector(BaseCollector):
         """The last results, and a run on demand."""
 
         def recheck(_request: Request) -> Response:
+            # Blocklist operators rate-limit resolvers that ask too often: on-demand runs are rare.
+            now = time.monotonic()
+            wait = self._last_recheck + self.settings.min_recheck_interval - now
+            if self._last_recheck and wait > 0:
+                return Response(429, f"a blocklist run was requested {now - self._last_recheck:.0f} s ago; next one "
+                                     f"in {wait:.0f} s (dnsbl.min_recheck_interval)\n".encode(),
+                                headers={"Retry-After": str(int(wait) + 1)})
+            self._last_recheck = now
             services.run_now(self.id)
             return Response.json({"scheduled": True}, 202)
 
         return [
             Route("GET", "/api/v1/blocklists", lambda _r: Response.json(self.last_results()),
                   title="Blocklist results (JSON)"),
-            Route("POST", "/api/v1/blocklists/check", recheck),
+            Route("POST", "/api/v1/blocklists/check", recheck, writes=True),
         ]
 
     def refresh(self) -> None:
@@ -88,7 +100,7 @@ class DnsblCollector(BaseCollector):
 
         Raises ``DnsblRunError`` after publishing the snapshot when nothing was definitive.
         """
-        run = asyncio.run(check(self.targets, self.lists, self.settings, clock=self.clock))
+        run = asyncio.run(self._check_unless_stopped())
         previous = self._snapshot.definitive if self._snapshot else {}
         definitive = {**previous, **definitive_answers(run)}
         self._log_changes(previous, definitive)
@@ -99,6 +111,20 @@ class DnsblCollector(BaseCollector):
         unknown = [r for r in run.results if r.status is Status.UNKNOWN]
         if unknown and len(unknown) == len(run.results):
             raise DnsblRunError(f"no definitive answer in {len(unknown)} checks; e.g. {unknown[0].error}")
+
+    async def _check_unless_stopped(self) -> RunResult:
+        # A run may take up to dnsbl.deadline; shutdown must not wait for it.
+        task = asyncio.create_task(check(self.targets, self.lists, self.settings, clock=self.clock))
+        while not task.done():
+            if self._stop.is_set():
+                task.cancel()
+                raise ReadCancelled("the agent is stopping")
+            await asyncio.wait({task}, timeout=SLICE)
+        return task.result()
+
+    def stop(self) -> None:
+        """Abandon a run in progress."""
+        self._stop.set()
 
     def _log_changes(
         self, before: Mapping[tuple[str, str], Definitive], after: Mapping[tuple[str, str], Definitive]

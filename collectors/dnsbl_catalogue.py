@@ -310,6 +310,8 @@ class DnsblSettings(StrictModel):
     deadline: Duration = Field(default=30.0, le=3600, description="seconds for a whole run")
     concurrency: int = Field(default=32, ge=1, le=256, description="DNS queries in flight at most")
     interval: Duration = Field(default=10800, ge=3600, le=86400, description="seconds between runs")
+    min_recheck_interval: Duration = Field(
+        default=600, ge=1, le=86400, description="on-demand runs (POST /api/v1/blocklists/check) at most this often")
     jitter: Annotated[float, BeforeValidator(parse_duration)] = Field(
         default=300, ge=0, le=3600, description="random delay added to a run")
     lists: DnsblLists = DnsblLists()

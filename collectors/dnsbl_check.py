@@ -30,8 +30,11 @@ from ipaddress import IPv4Address, IPv4Network
 
 import dns.asyncresolver
 import dns.exception
+import dns.name
 import dns.nameserver
+import dns.rdatatype
 import dns.resolver
+import dns.rrset
 
 from collectors.base import Clock
 from collectors.dnsbl_catalogue import BlockList, Code, DnsblSettings
@@ -66,6 +69,7 @@ class Failure(StrEnum):
     UNDOCUMENTED = "undocumented_code"
     LIST_UNHEALTHY = "list_unhealthy"
     DEADLINE = "deadline"
+    MALFORMED = "malformed_answer"
 
 
 @dataclass(frozen=True)
@@ -251,9 +255,15 @@ class _Run:
             finally:
                 self.in_flight -= 1
 
-    async def lookup(self, qname: str, rdtype: str) -> _Reply:
-        """Resolve ``qname``; errors become a ``_Reply`` (never raised, never showing the name,
-        which may carry an access key)."""
+    async def lookup(self, qname: str, rdtype: str, zone: str) -> _Reply:
+        """Resolve ``qname`` in the list's ``zone``; errors become a ``_Reply`` (never raised,
+        never showing the name, which may carry an access key).
+
+        Only records of the asked type for exactly ``qname`` count, reached at most through
+        CNAMEs inside ``zone``. A reply whose answer section holds anything else (records for
+        another name, another type, a CNAME leading nowhere) is malformed: unknown, never a
+        clean NODATA.
+        """
         async with self._slot():
             start = time.monotonic()
             try:
@@ -261,7 +271,11 @@ class _Run:
                     answer = await self.resolver.resolve(qname, rdtype, search=False)
             except dns.resolver.NXDOMAIN:
                 return _Reply(negative="NXDOMAIN", ms=_ms_since(start))
-            except dns.resolver.NoAnswer:
+            except dns.resolver.NoAnswer as exc:
+                records = exc.response().answer
+                if records:
+                    error = f"the answer does not match the question: {_describe_rrsets(records)}"
+                    return _Reply(failure=Failure.MALFORMED, error=error, ms=_ms_since(start))
                 return _Reply(negative="NODATA", ms=_ms_since(start))
             except dns.resolver.NoNameservers as exc:
                 return _nameserver_failure(exc, _ms_since(start))
@@ -270,6 +284,9 @@ class _Run:
                 return _Reply(failure=Failure.TIMEOUT, error=error, ms=_ms_since(start))
             except (dns.exception.DNSException, OSError) as exc:
                 return _Reply(failure=Failure.DNS_ERROR, error=type(exc).__name__, ms=_ms_since(start))
+        if not answer.canonical_name.is_subdomain(dns.name.from_text(zone)):
+            error = f"the answer leaves the list's zone through a CNAME to {answer.canonical_name}"
+            return _Reply(failure=Failure.MALFORMED, error=error, ms=_ms_since(start))
         if rdtype == "TXT":
             records = tuple(b"".join(r.strings).decode("utf-8", "replace") for r in answer)
         else:
@@ -298,7 +315,7 @@ class _Run:
         return ListHealth(blocklist.zone, not wrong, "; ".join(wrong) or None)
 
     async def _test_point(self, blocklist: BlockList, point: str, listed: bool) -> str | None:
-        reply = await self.lookup(query_name(point, blocklist.query_zone), "A")
+        reply = await self.lookup(query_name(point, blocklist.query_zone), "A", blocklist.query_zone)
         if listed:
             if reply.records:
                 verdict = classify(blocklist, reply.records)
@@ -313,7 +330,7 @@ class _Run:
     async def _check(self, blocklist: BlockList, target: str) -> None:
         zone = blocklist.zone
         qname = query_name(target, blocklist.query_zone)
-        reply = await self.lookup(qname, "A")
+        reply = await self.lookup(qname, "A", blocklist.query_zone)
         if reply.negative:
             result = CheckResult(target, zone, Status.NOT_LISTED, answer=reply.negative, query_ms=reply.ms)
         elif reply.failure:
@@ -323,12 +340,17 @@ class _Run:
         else:
             verdict = classify(blocklist, reply.records)
             # TXT says why (a listing's reason, or a refusal's explanation); never parsed.
-            txt = await self.lookup(qname, "TXT")
+            txt = await self.lookup(qname, "TXT", blocklist.query_zone)
             result = CheckResult(
                 target, zone, verdict.status, verdict.listings, txt.records, reply.describe(), reply.ms,
                 verdict.failure, verdict.error,
             )
         self.results[target, zone] = result
+
+
+def _describe_rrsets(rrsets: Sequence[dns.rrset.RRset]) -> str:
+    """What an unexpected answer section held, without the owner names (they may carry a key)."""
+    return ", ".join(f"{dns.rdatatype.to_text(r.rdtype)} x{len(r)}" for r in rrsets)
 
 
 def _ms_since(start: float) -> float:

@@ -73,18 +73,25 @@ QUEUE_SIZE = _g("mtaq_queue_size_bytes", "Total size of queued messages in bytes
 QUEUE_OLDEST = _g("mtaq_queue_oldest_message_timestamp_seconds",
                   "Arrival time of the oldest message in the queue (absent when empty)" + _QUEUE, *MTA, "queue", "lane")
 QUEUE_DEFERRED = _g("mtaq_queue_deferred_recipients",
-                    "Queued recipients with a defer reason, by provider and reason class" + _QUEUE,
+                    "Recipients of the deferred queue, by provider and the class of their defer reason" + _QUEUE,
                     *MTA, "provider", "reason")
 QUEUE_FORCED_EXPIRE = _g("mtaq_queue_forced_expire_messages",
                          "Queued messages marked to expire at their next delivery attempt" + _QUEUE, *MTA)
 QUEUE_SCAN_DURATION = _g("mtaq_queue_scan_duration_seconds", "Duration of the last complete queue scan in seconds.",
                          *MTA)
 QUEUE_LAST_SCAN = _g("mtaq_queue_last_scan_timestamp_seconds", "Time the last complete queue scan finished.", *MTA)
+QUEUE_SOURCE = _g("mtaq_queue_source_info",
+                  "Where the instance's queue was last read from (source: showq or postqueue). Always 1.",
+                  *MTA, "source", "path")
+QUEUE_SKIPPED = _g("mtaq_queue_skipped_messages",
+                   "Messages of the last complete scan left out of the totals: an unknown queue name or a "
+                   "non-finite number" + _QUEUE, *MTA, "reason")
 QUEUE = (UP, QUEUE_MESSAGES, QUEUE_RECIPIENTS, QUEUE_SIZE, QUEUE_OLDEST, QUEUE_DEFERRED, QUEUE_FORCED_EXPIRE,
-         QUEUE_SCAN_DURATION, QUEUE_LAST_SCAN)
+         QUEUE_SCAN_DURATION, QUEUE_LAST_SCAN, QUEUE_SOURCE, QUEUE_SKIPPED)
 
 # -- delivery log ----------------------------------------------------------------------------
-RECEIVED = _c("mtaq_messages_received_total", "Messages queued by the MTA, counted once per queue id" + _LOG,
+RECEIVED = _c("mtaq_messages_received_total",
+              "Messages queued by the MTA, counted once per queue id (its own notifications excluded)" + _LOG,
               *MTA, "lane")
 ATTEMPTS = _c("mtaq_delivery_attempts_total",
               "Delivery attempts per recipient by outcome (the MTA's own deferrals and verify probes excluded)"
@@ -102,22 +109,35 @@ DEAD_LETTERS = _c("mtaq_dead_letters_total",
                   *MTA, "lane", "provider", "reason")
 DELIVERY_DELAY = Family("mtaq_delivery_delay_seconds", "histogram",
                         "Seconds from arrival to a recipient's final outcome (sent, bounced, expired), observed once "
-                        "per recipient" + _LOG, (*MTA, "lane", "status"))
+                        "per recipient; hops that stay on the host are not final" + _LOG, (*MTA, "lane", "status"))
 SELF_DEFERRALS = _c("mtaq_self_deferrals_total",
                     "Deferrals the MTA inflicted on itself (destination suspended, deferred transport), by underlying "
                     "cause" + _LOG, *MTA, "reason")
 VERIFY_PROBES = _c("mtaq_verify_probes_total", "Address-verification probe results (not deliveries)" + _LOG,
                    *MTA, "status")
+SOFT_BOUNCE_DEFERRALS = _c("mtaq_soft_bounce_deferrals_total",
+                           "Deliveries deferred instead of bounced because the MTA's soft-bounce mode is on (each also "
+                           "counts as a deferral), by reason" + _LOG, *MTA, "reason")
+NOTIFICATIONS = _c("mtaq_notifications_total",
+                   "Notification messages the MTA created itself (non_delivery, delay, delivery_status), not counted "
+                   "as received mail" + _LOG, *MTA, "type")
 TRACKED = _g("mtaq_log_tracked_messages", "Messages whose delivery state is kept in memory" + _LOG, *MTA)
 EVICTED = _c("mtaq_log_evicted_messages_total",
              "Message states dropped by the size or age cap before the MTA removed them" + _LOG, *MTA)
+NEGATIVE_DELAYS = _c("mtaq_delivery_negative_delays_total",
+                     "Final outcomes whose delay came out negative (out-of-order timestamps, a negative delay=), "
+                     "observed as 0" + _LOG, *MTA)
 LOG_LINES = _c("mtaq_log_lines_total", "Mail log lines read, by parse result.", "mta", "source", "result")
 LOG_REOPENS = _c("mtaq_log_reopens_total", "Times the mail log was reopened (rotation, truncation, recovery).",
                  "mta", "source")
 LOG_LAST_LINE = _g("mtaq_log_last_line_timestamp_seconds", "Unix time at which a line was last read from the mail log.",
                    "mta", "source")
+CHECKPOINT_ERRORS = _c("mtaq_log_checkpoint_errors_total",
+                       "Failed writes of the mail log checkpoint (the previous one stays; a restart re-reads more).",
+                       "mta")
 DELIVERY_LOG = (RECEIVED, ATTEMPTS, MESSAGES_DEFERRED, DEFERRALS, BOUNCES, DEAD_LETTERS, DELIVERY_DELAY,
-                SELF_DEFERRALS, VERIFY_PROBES, LOG_LINES, LOG_REOPENS, LOG_LAST_LINE, TRACKED, EVICTED)
+                SELF_DEFERRALS, VERIFY_PROBES, SOFT_BOUNCE_DEFERRALS, NOTIFICATIONS, LOG_LINES, LOG_REOPENS,
+                LOG_LAST_LINE, CHECKPOINT_ERRORS, TRACKED, EVICTED, NEGATIVE_DELAYS)
 
 # -- DNS blocklists --------------------------------------------------------------------------
 DNSBL_LISTED = _g("mtaq_dnsbl_listed",

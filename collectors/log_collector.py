@@ -11,8 +11,9 @@ last batch of lines. ``GET /api/v1/dead-letters`` lists the last expired message
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Literal, Protocol
 
 from prometheus_client.metrics_core import Metric
@@ -47,6 +48,8 @@ class TailerLike(Protocol):
     """What the collector needs from ``collectors.tailer.Tailer`` (tests pass a fake)."""
 
     stats: Mapping[str, SourceStats]
+    checkpoint_error: str | None
+    checkpoint_write_errors: int
 
     def start(self) -> None: ...
 
@@ -56,9 +59,35 @@ class TailerLike(Protocol):
 TailerFactory = Callable[..., TailerLike]
 
 
-def dead_letters_payload(dead_letters: Iterable[DeadLetter]) -> dict[str, object]:
-    """The dead-letter API document: newest first, with the failure context of each."""
-    return {"dead_letters": [dataclasses.asdict(d) for d in sorted(dead_letters, key=lambda d: -d.expired_at)]}
+def mask_address(address: str | None) -> str | None:
+    """``john@example.com`` -> ``j***@example.com``: the domain stays (it names the provider),
+    the person does not."""
+    if not address:
+        return address
+    local, at, domain = address.rpartition("@")
+    return f"{local[:1]}***@{domain}" if at else f"{address[:1]}***"
+
+
+def dead_letters_payload(dead_letters: Iterable[DeadLetter], *, mask: bool) -> dict[str, object]:
+    """The dead-letter API document: newest first, with the failure context of each; sender and
+    recipients masked when ``mask``."""
+    documents = []
+    for d in sorted(dead_letters, key=lambda d: -d.expired_at):
+        document = dataclasses.asdict(d)
+        if mask:
+            document["sender"] = mask_address(d.sender)
+            document["recipients"] = [mask_address(r) for r in d.recipients]
+        documents.append(document)
+    return {"dead_letters": documents, "addresses_masked": mask}
+
+
+def _unreadable(path: str) -> str | None:
+    """Why ``path`` cannot be tailed, or None."""
+    try:
+        with open(path, "rb"):
+            return None
+    except OSError as exc:
+        return exc.strerror or str(exc)
 
 
 class LogCollector(BaseCollector):
@@ -88,6 +117,17 @@ class LogCollector(BaseCollector):
         where = f", checkpoint {self._checkpoint_path}" if self._checkpoint_path else ", no checkpoint"
         return [f"{self.mta} log {'standard input' if p == '-' else p}{where}" for p in self._paths]
 
+    def preflight(self) -> list[str]:
+        """Logs that cannot be read, a checkpoint directory that cannot be written."""
+        problems = [f"mail log {path}: {why}" for path in self._paths if path != "-"
+                    for why in [_unreadable(path)] if why]
+        if self._checkpoint_path:
+            directory = os.path.dirname(os.path.abspath(self._checkpoint_path))
+            if not os.access(directory, os.W_OK | os.X_OK):
+                problems.append(f"checkpoint {self._checkpoint_path}: directory {directory} is not writable "
+                                "or does not exist")
+        return problems
+
     def jobs(self) -> list[Job]:
         """A health check of the tailed sources every few seconds."""
         return [Job(self.id, HEALTH_INTERVAL, self.check_sources)]
@@ -96,8 +136,9 @@ class LogCollector(BaseCollector):
         """``GET /api/v1/dead-letters``."""
         return [Route("GET", "/api/v1/dead-letters", self._dead_letters, title="Dead letters (JSON)")]
 
-    def _dead_letters(self, _request: Request) -> Response:
-        return Response.json(dead_letters_payload(d for s in self.snapshots().values() for d in s.dead_letter_log))
+    def _dead_letters(self, request: Request) -> Response:
+        dead_letters = (d for s in self.snapshots().values() for d in s.dead_letter_log)
+        return Response.json(dead_letters_payload(dead_letters, mask=not request.trusted))
 
     def start(self) -> None:
         """Start tailing."""
@@ -121,9 +162,11 @@ class LogCollector(BaseCollector):
         self.health.observe_duration(time.monotonic() - start)
 
     def check_sources(self) -> None:
-        """Record the collector healthy unless a tailed source reports an error."""
+        """Record the collector healthy unless a tailed source or the checkpoint reports an error."""
         errors = [f"{source}: {stats.last_error}" for source, stats in self._tailer.stats.items()
                   if stats.last_error]
+        if self._tailer.checkpoint_error:
+            errors.append(self._tailer.checkpoint_error)
         if errors:
             self.health.failed("; ".join(errors))
         else:
@@ -133,9 +176,12 @@ class LogCollector(BaseCollector):
         """The accounting state now, by ``mta_instance`` (dead-letter log and reply samples included)."""
         return self._processor.accounts.snapshots()
 
-    def families(self) -> Iterable[Metric]:
-        """Render the delivery counters and per-source line statistics."""
-        return log_families(self.snapshots(), self._source_stats(), self._lanes, self.mta)
+    def families(self) -> Iterator[Metric]:
+        """Render the delivery counters, per-source line statistics and checkpoint failures."""
+        yield from log_families(self.snapshots(), self._source_stats(), self._lanes, self.mta)
+        checkpoint_errors = F.CHECKPOINT_ERRORS.new()
+        checkpoint_errors.add_metric([self.mta], self._tailer.checkpoint_write_errors)
+        yield checkpoint_errors
 
     def _source_stats(self) -> dict[str, LogSourceStats]:
         counts = self._processor.line_counts()

@@ -7,6 +7,7 @@ statistics. Sample::
     mtaq_messages_deferred_total{lane="normal",mta="postfix",mta_instance="postfix",provider="google"} 3.0
     mtaq_bounces_total{lane="normal",mta="postfix",mta_instance="postfix",provider="other",reason="user_unknown",type="hard"} 1.0
     mtaq_delivery_delay_seconds_bucket{lane="normal",le="60.0",mta="postfix",mta_instance="postfix",status="sent"} 40.0
+    mtaq_notifications_total{mta="postfix",mta_instance="postfix",type="non_delivery"} 2.0
     mtaq_log_lines_total{mta="postfix",result="unparsed",source="/var/log/mail.log"} 0.0
 
 Zero-filled series (per instance), so that rates and ratios exist before the first event:
@@ -19,6 +20,7 @@ Zero-filled series (per instance), so that rates and ratios exist before the fir
 - ``mtaq_bounces_total``: lane x type with provider and reason ``other``;
   ``mtaq_dead_letters_total``: each lane with provider and reason ``other``;
 - ``mtaq_delivery_delay_seconds``: every lane x final status (sent, bounced, expired);
+- ``mtaq_soft_bounce_deferrals_total``: reason ``other``; ``mtaq_notifications_total``: every type;
 - ``mtaq_log_lines_total``: every source x result.
 """  # noqa: E501 - sample exposition lines are kept whole
 
@@ -37,6 +39,7 @@ from collectors.delivery_accounting import (
     DELAY_BUCKETS,
     EXPIRED,
     HARD,
+    NOTIFICATION_TYPES,
     SELF,
     SENT,
     SOFT,
@@ -77,6 +80,8 @@ def log_families(snapshots: Mapping[str, AccountingSnapshot], line_stats: Mappin
     bounces, dead_letters, delay, self_deferrals = (
         F.BOUNCES.new(), F.DEAD_LETTERS.new(), F.DELIVERY_DELAY.new(), F.SELF_DEFERRALS.new())
     probes, tracked, evicted = F.VERIFY_PROBES.new(), F.TRACKED.new(), F.EVICTED.new()
+    negative_delays = F.NEGATIVE_DELAYS.new()
+    soft_bounces, notifications = F.SOFT_BOUNCE_DEFERRALS.new(), F.NOTIFICATIONS.new()
     for instance, snapshot in sorted(snapshots.items()):
         prefix = (mta, instance)
         pairs = {(lane, provider) for lane, provider, _ in snapshot.delivery_attempts}
@@ -93,12 +98,15 @@ def log_families(snapshots: Mapping[str, AccountingSnapshot], line_stats: Mappin
         _add_delay(delay, prefix, snapshot, lanes)
         _add(self_deferrals, prefix, _filled(snapshot.self_deferrals, [(SELF,)]))
         _add(probes, prefix, snapshot.probes)
+        _add(soft_bounces, prefix, _filled(snapshot.soft_bounces, [(OTHER,)]))
+        _add(notifications, prefix, _filled(snapshot.notifications, ((kind,) for kind in NOTIFICATION_TYPES)))
         tracked.add_metric(list(prefix), snapshot.tracked_messages)
         evicted.add_metric(list(prefix), snapshot.evicted_messages)
+        negative_delays.add_metric(list(prefix), snapshot.negative_delays)
     yield from (received, attempts, deferred_messages, deferrals, bounces, dead_letters, delay, self_deferrals,
-                probes)
+                probes, soft_bounces, notifications)
     yield from _source_families(line_stats, mta)
-    yield from (tracked, evicted)
+    yield from (tracked, evicted, negative_delays)
 
 
 def _add_delay(family: Metric, prefix: tuple[str, str], snapshot: AccountingSnapshot,

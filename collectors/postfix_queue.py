@@ -21,7 +21,7 @@ ID = "postfix_queue"
 def _build(ctx: BuildContext) -> QueueCollector:
     section: PostfixSection = ctx.config.postfix
     return QueueCollector(ID, MTA, [PostfixQueueReader(i) for i in section.instances], ctx.classifier, POSTFIX_QUEUES,
-                          interval=section.queue_scan_interval)
+                          interval=section.queue_scan_interval, read_timeout=section.queue_read_timeout)
 
 
 SPEC = CollectorSpec(

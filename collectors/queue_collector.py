@@ -3,7 +3,10 @@
 An MTA contributes one :class:`QueueReader` per instance (Postfix: showq or ``postqueue -j``); the
 collector scans each in the background every ``interval`` seconds, folds the messages into a
 ``QueueSnapshot`` per instance and renders the last complete snapshot of each on a scrape. A
-failed read turns that instance's ``mtaq_up`` to 0 and keeps its last good snapshot visible.
+failed read, or one that does not finish within ``read_timeout``, turns that instance's
+``mtaq_up`` to 0 and keeps its last good snapshot visible: never partial totals. Records with a
+queue name the MTA does not have, or a non-finite number, are counted apart
+(``mtaq_queue_skipped_messages``), never made labels or totals.
 
 Sample output::
 
@@ -15,6 +18,8 @@ Sample output::
 
 from __future__ import annotations
 
+import math
+import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Protocol
@@ -24,36 +29,62 @@ from prometheus_client.metrics_core import Metric
 from collectors import families as F
 from collectors.base import BaseCollector, Clock
 from collectors.classify import Classifier
+from collectors.deadline import Deadline, ReadCancelled
 from collectors.queue_model import QueueMessage, QueueSnapshot, QueueTally
+
+#: Share of the scan interval a read may take by default (``read_timeout``).
+READ_TIMEOUT_SHARE = 0.8
+SKIP_REASONS = ("unknown_queue", "bad_value")
 
 
 class QueueReader(Protocol):
     """One MTA instance's queue: ``name`` is its ``mta_instance`` label (and the lane rules'
-    ``instance``)."""
+    ``instance``); ``source_info`` is (kind, path) of where the last read came from."""
 
     name: str
+    source_info: tuple[str, str]
 
     def source(self) -> str:
         """Where the queue is read from, for the start-up log and the status page."""
         ...
 
-    def read(self) -> Iterator[QueueMessage]:
-        """Every queued message; raises when the queue cannot be read completely."""
+    def read(self, deadline: Deadline) -> Iterator[QueueMessage]:
+        """Every queued message; raises when the queue cannot be read completely in time."""
         ...
+
+    def preflight(self) -> list[str]:
+        """Problems with where it reads from, for ``check-config``."""
+        ...
+
+
+def _skip_reason(message: QueueMessage, queues: frozenset[str]) -> str | None:
+    """Why a record must stay out of the totals: a queue name that is not a label value, or a
+    number no real queue file has."""
+    if message.queue not in queues:
+        return "unknown_queue"
+    if not (math.isfinite(message.arrival) and message.size >= 0):
+        return "bad_value"
+    return None
 
 
 class QueueCollector(BaseCollector):
     """Scans each instance's queue every ``interval`` seconds; scrapes see the last scans."""
 
     def __init__(self, collector_id: str, mta: str, readers: Sequence[QueueReader], classifier: Classifier,
-                 queues: Iterable[str], *, interval: float = 30.0, clock: Clock = time.time) -> None:
+                 queues: Iterable[str], *, interval: float = 30.0, read_timeout: float | None = None,
+                 clock: Clock = time.time) -> None:
         super().__init__(collector_id, clock)
         self.mta = mta
         self.readers = tuple(readers)
         self.interval = interval
+        # A read must end well before the next is due, so that scans never pile up.
+        self.read_timeout = read_timeout or READ_TIMEOUT_SHARE * interval
         self.tally = QueueTally(classifier, queues)
+        self._queues = frozenset(queues)
         self._snapshots: dict[str, QueueSnapshot] = {}
+        self._skipped: dict[str, dict[str, int]] = {}
         self._up: dict[str, bool] = dict.fromkeys((r.name for r in self.readers), False)
+        self._stop = threading.Event()
 
     def describe(self) -> tuple[F.Family, ...]:
         """The queue families of the catalogue."""
@@ -63,29 +94,44 @@ class QueueCollector(BaseCollector):
         """One phrase per instance."""
         return [f"{self.mta} instance {r.name}: {r.source()}" for r in self.readers]
 
+    def preflight(self) -> list[str]:
+        """Each reader's problems."""
+        return [problem for r in self.readers for problem in r.preflight()]
+
     def refresh(self) -> None:
-        """Scan every instance; a failed one keeps its previous snapshot and reports down."""
+        """Scan every instance; a failed or late one keeps its previous snapshot and reports down."""
         errors = []
         for reader in self.readers:
             start = time.monotonic()
             snapshot = self.tally.new_snapshot()
+            skipped: dict[str, int] = {}
             try:
-                for message in reader.read():
-                    self.tally.add(snapshot, message, reader.name)
+                for message in reader.read(Deadline(self.read_timeout, self._stop)):
+                    reason = _skip_reason(message, self._queues)
+                    if reason is None:
+                        self.tally.add(snapshot, message, reader.name)
+                    else:
+                        skipped[reason] = skipped.get(reason, 0) + 1
+            except ReadCancelled:
+                raise
             except Exception as exc:
                 self._up[reader.name] = False
                 errors.append(f"{reader.name}: {exc}")
                 continue
+            if skipped and skipped != self._skipped.get(reader.name):
+                self.log.warning("%s: left out of the totals: %s", reader.name,
+                                 ", ".join(f"{n} {reason}" for reason, n in sorted(skipped.items())))
             snapshot.duration_seconds = time.monotonic() - start
             snapshot.scanned_at = self.clock()
             self._snapshots[reader.name] = snapshot
+            self._skipped[reader.name] = skipped
             self._up[reader.name] = True
         if errors:
             raise OSError("; ".join(errors))
 
-    def up(self, instance: str) -> bool:
-        """Whether the last read of ``instance`` succeeded."""
-        return self._up.get(instance, False)
+    def stop(self) -> None:
+        """Abandon a read in progress: shutdown never waits for a slow queue."""
+        self._stop.set()
 
     def snapshot(self, instance: str) -> QueueSnapshot | None:
         """The last complete scan of ``instance``."""
@@ -97,12 +143,16 @@ class QueueCollector(BaseCollector):
                                                   F.QUEUE_SIZE.new(), F.QUEUE_OLDEST.new())
         deferred, forced, duration, last = (F.QUEUE_DEFERRED.new(), F.QUEUE_FORCED_EXPIRE.new(),
                                             F.QUEUE_SCAN_DURATION.new(), F.QUEUE_LAST_SCAN.new())
+        source, skipped = F.QUEUE_SOURCE.new(), F.QUEUE_SKIPPED.new()
         for reader in self.readers:
             labels = [self.mta, reader.name]
             up.add_metric(labels, 1 if self._up[reader.name] else 0)
+            source.add_metric([*labels, *reader.source_info], 1)
             snapshot = self._snapshots.get(reader.name)
             if snapshot is None:
                 continue
+            for reason in SKIP_REASONS:
+                skipped.add_metric([*labels, reason], self._skipped[reader.name].get(reason, 0))
             for (queue, lane), cell in sorted(snapshot.cells.items()):
                 cell_labels = [*labels, queue, lane]
                 messages.add_metric(cell_labels, cell.messages)
@@ -115,4 +165,4 @@ class QueueCollector(BaseCollector):
             forced.add_metric(labels, snapshot.forced_expire)
             duration.add_metric(labels, snapshot.duration_seconds)
             last.add_metric(labels, snapshot.scanned_at)
-        yield from (up, messages, recipients, size, oldest, deferred, forced, duration, last)
+        yield from (up, messages, recipients, size, oldest, deferred, forced, duration, last, source, skipped)

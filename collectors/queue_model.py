@@ -67,9 +67,13 @@ class QueueTally:
     """Folds ``QueueMessage`` records into a ``QueueSnapshot``.
 
     A message's lane comes from its sender, the domain of its first recipient and the MTA
-    instance; each recipient that carries a defer reason counts once under the provider of its
-    domain (or of the host named in the reason) and the reason's class.
+    instance; each recipient of the deferred queue that carries a defer reason counts once under
+    the provider of its domain (or of the host named in the reason) and the reason's class, as
+    qshape shows the deferred queue. Held messages keep their recipients' last defer reasons, but
+    they wait for an operator, not for a retry: they show in ``queue="hold"`` only.
     """
+
+    DEFERRED_QUEUE = "deferred"
 
     def __init__(self, classifier: Classifier, queues: Iterable[str]) -> None:
         self.classifier = classifier
@@ -99,6 +103,8 @@ class QueueTally:
             cell.oldest = message.arrival
         if message.forced_expire:
             snapshot.forced_expire += 1
+        if message.queue != self.DEFERRED_QUEUE:
+            return
         for recipient in recipients:
             if recipient.reason:
                 host = relay_host(None, recipient.reason)

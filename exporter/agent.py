@@ -24,7 +24,7 @@ from exporter.config import collector_enabled
 from exporter.http import HTTPServer
 from exporter.registry import build_registry, check_families
 from exporter.scheduler import Scheduler
-from exporter.status import landing_page, status_document, waiting_collectors
+from exporter.status import landing_page, not_ready, status_document
 from exporter.web_config import load_web_config
 
 log = logging.getLogger("mtaq.agent")
@@ -53,7 +53,9 @@ class Agent:
         self.tls, auth = load_web_config(config.web.config_file) if config.web.config_file else (None, None)
         routes = self._routes() + [r for c in self.collectors for r in c.routes(self)]
         self.links = [(r.path, r.title) for r in routes if r.title and r.method == "GET"]
-        self.http = HTTPServer(routes, basic_auth=auth)
+        web = config.web
+        self.http = HTTPServer(routes, basic_auth=auth, unauthenticated_writes=web.unauthenticated_writes,
+                               mask_addresses=web.mask_addresses, client_timeout=web.client_timeout)
         self.started = time.time()
         self.stopped = threading.Event()
         self.port = 0
@@ -83,10 +85,11 @@ class Agent:
         return Response(200, body, METRICS_CONTENT_TYPE, headers)
 
     def _ready(self, _request: Request) -> Response:
-        """Ready once every collector with background jobs has finished its first run."""
-        waiting = waiting_collectors(self.collectors)
-        if waiting:
-            return Response(503, f"waiting for first run of: {', '.join(waiting)}\n".encode())
+        """Ready once every required collector has run and its last run succeeded."""
+        required = self.config.web.readiness_collectors
+        problems = not_ready([c for c in self.collectors if required is None or c.id in required])
+        if problems:
+            return Response(503, ("not ready: " + "; ".join(problems) + "\n").encode())
         return Response(200, b"ready\n")
 
     def start(self) -> None:
@@ -99,14 +102,13 @@ class Agent:
             collector.start()
         self.scheduler.start()
         host, port = self.config.web.endpoint()
-        server = self.http.serve(host, port, self.tls)
-        self.port = server.server_address[1]
-        log.info("listening on %s:%d", host or "*", self.port)
+        self.port = self.http.serve(host, port, self.tls)
+        log.info("listening on %s:%d", f"[{host}]" if ":" in host else host or "*", self.port)
 
     def stop(self) -> None:
-        """Stop serving and let collectors write their checkpoints."""
+        """Stop serving, abandon reads in progress, let collectors write their checkpoints."""
         self.http.shutdown()
-        self.scheduler.stop()
         for collector in self.collectors:
             collector.stop()
+        self.scheduler.stop()  # its jobs end at once: their collectors are stopping
         self.stopped.set()

@@ -7,20 +7,23 @@ own condition) and the section of each collector in the collector table, declare
 
 Precedence: command-line flags over environment variables over the file over defaults. Every
 key can come from the environment as ``MTAQ_<SECTION>__<KEY>`` (double underscore between
-levels, values parsed as YAML so lists work), e.g. ``MTAQ_WEB__LISTEN_ADDRESS=:9999`` or
-``MTAQ_LOG__PATHS='[/var/log/mail.log]'``. All problems are collected and reported together,
-each with its dotted key and where the value came from; the CLI then exits with status 2.
+levels), e.g. ``MTAQ_WEB__LISTEN_ADDRESS=:9999`` or ``MTAQ_LOG__PATHS='[/var/log/mail.log]'``:
+a text setting takes the value as it is, any other is parsed as YAML (lists, numbers, booleans).
+All problems are collected and reported together, each with its dotted key and where the value
+came from; the CLI then exits with status 2.
 """
 
 from __future__ import annotations
 
 import os
+import types
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import Field, ValidationError, create_model
+from pydantic import BaseModel, Field, ValidationError, create_model
 
 from collectors.classify import ClassificationConfig
 from collectors.settings import ConfigError, StrictModel, describe_errors
@@ -84,18 +87,55 @@ def set_dotted(tree: dict[str, Any], key: str, value: object) -> None:
             node = child
 
 
+def _is_text(annotation: Any) -> bool:
+    """Whether a field annotation takes only text (``str``, optional ``str``, string literals)."""
+    if annotation is str:
+        return True
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _is_text(typing.get_args(annotation)[0])
+    if origin is typing.Literal:
+        return all(isinstance(arg, str) for arg in typing.get_args(annotation))
+    if origin in (typing.Union, types.UnionType):
+        args = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
+        return bool(args) and all(_is_text(arg) for arg in args)
+    return False
+
+
+def _text_key(path: list[str]) -> bool:
+    """Whether the configuration key ``path`` is a text setting (unknown keys are not)."""
+    model: Any = Config
+    for i, part in enumerate(path):
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return False
+        field = model.model_fields.get(part) or next(
+            (f for f in model.model_fields.values() if f.alias == part), None)
+        if field is None:
+            return False
+        if i == len(path) - 1:
+            return _is_text(field.annotation)
+        model = field.annotation
+    return False
+
+
 def env_overrides(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
-    """Settings from ``MTAQ_…`` variables, and for each dotted key the variable it came from."""
+    """Settings from ``MTAQ_…`` variables, and for each dotted key the variable it came from.
+
+    A text setting takes the value verbatim (``/metrics #x`` stays that); any other is parsed as
+    YAML, so that lists, numbers and booleans can be written.
+    """
     tree: dict[str, Any] = {}
     origin: dict[str, str] = {}
     for name, raw in sorted(environ.items()):
         if not name.startswith(ENV_PREFIX) or name == CONFIG_FILE_VARIABLE:
             continue
         path = [part.lower() for part in name[len(ENV_PREFIX):].split("__")]
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
-            value = raw
+        value: object = raw
+        if not _text_key(path):
+            try:
+                value = yaml.safe_load(raw) if raw.strip() else ""
+            except yaml.YAMLError:
+                value = raw
         set_dotted(tree, ".".join(path), value)
         origin[".".join(path)] = name
     return tree, origin
@@ -146,6 +186,12 @@ def load_config(path: str | None = None, *, environ: Mapping[str, str] | None = 
                      if key == dotted or key.startswith((dotted + ".", dotted + "["))), source)
 
     try:
-        return Config.model_validate(data)
+        config = Config.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(describe_errors(exc, origin=origin)) from None
+    known = [spec.id for spec in COLLECTORS]
+    unknown = [name for name in config.web.readiness_collectors or () if name not in known]
+    if unknown:
+        raise ConfigError([f"web.readiness_collectors: unknown collector {', '.join(unknown)}; known: "
+                           f"{', '.join(known)} [from {origin('web.readiness_collectors')}]"])
+    return config

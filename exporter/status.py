@@ -10,9 +10,17 @@ from collectors.base import BaseCollector
 from exporter import __version__
 
 
-def waiting_collectors(collectors: Sequence[BaseCollector]) -> list[str]:
-    """Collectors with background jobs that have not finished a first run yet."""
-    return [c.id for c in collectors if c.jobs() and c.health.view().last_run is None]
+def not_ready(collectors: Sequence[BaseCollector]) -> list[str]:
+    """Why ``collectors`` are not ready, one phrase each: a first run still pending, or the last
+    run failed."""
+    problems = []
+    for c in collectors:
+        health = c.health.view()
+        if c.jobs() and health.last_run is None:
+            problems.append(f"{c.id}: waiting for its first run")
+        elif health.last_run is not None and not health.success:
+            problems.append(f"{c.id}: failing ({health.last_error})")
+    return problems
 
 
 def status_document(collectors: Sequence[BaseCollector], started: float) -> dict[str, object]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import hmac
 import ssl
 import threading
 from pathlib import Path
@@ -56,38 +55,59 @@ class WebConfigFile(StrictModel):
         for user, hashed in users.items():
             if not hashed.startswith(("$2a$", "$2b$", "$2y$")):
                 raise ValueError(f"user {user!r}: expected a bcrypt hash ($2y$…), not a plain password")
+            try:
+                bcrypt.checkpw(b"", hashed.encode())
+            except ValueError:
+                raise ValueError(f"user {user!r}: not a valid bcrypt hash") from None
         return users
 
 
+#: bcrypt looks at 72 bytes; exporter-toolkit (Go's bcrypt) refuses longer passwords outright.
+MAX_PASSWORD_BYTES = 72
+#: Accepted credentials remembered at once (Prometheus servers scraping this agent).
+ACCEPTED_CACHE = 64
+
+
 class BasicAuth:
-    """Checks ``Authorization: Basic`` headers; remembers accepted credentials (bcrypt is slow
-    on purpose, and Prometheus scrapes every few seconds with the same ones)."""
+    """Checks ``Authorization: Basic`` headers the way exporter-toolkit does.
+
+    Accepted credentials are remembered (bcrypt is slow on purpose, and Prometheus scrapes every
+    few seconds with the same ones); only a digest of them is kept. An unknown user is checked
+    against a dummy hash of the same cost, and a password longer than bcrypt's 72 bytes against
+    its first 72, so that neither answers faster than a wrong password and timing reveals no user
+    name. One bcrypt check runs at a time: a flood of wrong passwords costs one core, not all.
+    """
 
     def __init__(self, users: dict[str, str]) -> None:
         self.users = {user: hashed.encode() for user, hashed in users.items()}
-        self._accepted: set[bytes] = set()
+        cost = int(next(iter(self.users.values())).split(b"$")[2]) if self.users else 10
+        self._dummy = bcrypt.hashpw(b"not a password of anyone", bcrypt.gensalt(rounds=cost))
+        self._accepted: dict[bytes, None] = {}  # insertion-ordered: the oldest is dropped first
         self._lock = threading.Lock()
+        self._checking = threading.Semaphore(1)
 
     def allows(self, header: str | None) -> bool:
         """Whether ``header`` carries a valid user name and password."""
         if not header or not header.startswith("Basic "):
             return False
         try:
-            user, _, password = base64.b64decode(header[6:], validate=True).decode().partition(":")
+            user, _, password_text = base64.b64decode(header[6:], validate=True).decode().partition(":")
         except (ValueError, UnicodeDecodeError):
             return False
+        password = password_text.encode()
         hashed = self.users.get(user)
-        if hashed is None:
-            return False
-        # The cache key is a digest of what was checked, so no password is kept in memory.
-        key = hashlib.sha256(hashed + b"\0" + password.encode()).digest()
+        key = hashlib.sha256((hashed or b"") + b"\0" + password).digest()
         with self._lock:
-            if any(hmac.compare_digest(key, seen) for seen in self._accepted):
+            if hashed is not None and key in self._accepted:
                 return True
-        if not bcrypt.checkpw(password.encode(), hashed):
+        with self._checking:
+            matches = bcrypt.checkpw(password[:MAX_PASSWORD_BYTES], hashed or self._dummy)
+        if hashed is None or len(password) > MAX_PASSWORD_BYTES or not matches:
             return False
         with self._lock:
-            self._accepted.add(key)
+            self._accepted[key] = None
+            while len(self._accepted) > ACCEPTED_CACHE:
+                del self._accepted[next(iter(self._accepted))]
         return True
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 import socket
+import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Callable
@@ -13,6 +15,7 @@ from typing import TypeVar
 from prometheus_client.parser import text_string_to_metric_families
 
 from collectors.families import CATALOGUE
+from collectors.tailer import SourceStats
 
 T = TypeVar("T")
 
@@ -83,3 +86,72 @@ def mta_labels(name: str, labels: dict[str, str], mta: str = "postfix", instance
     if family is None:
         return labels
     return {**{k: v for k, v in defaults.items() if k in family.labels}, **labels}
+
+
+class AgentProcess:
+    """``mtaq-exporter`` in a process of its own on a free loopback port, for tests that need its
+    exit status, its output or its memory; ``stop()`` sends SIGTERM and returns the exit status."""
+
+    def __init__(self, *args: str, env: dict[str, str] | None = None, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "exporter.cli", *args, "--web.listen-address", f"127.0.0.1:{self.port}"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        self.output = ""
+
+    def url(self, path: str = "/") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def wait_ready(self, timeout: float = 30) -> AgentProcess:
+        """Wait until the agent answers ``/healthz``."""
+        def answers() -> bool:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"the agent exited {self.proc.returncode}: {self.proc.communicate()[0]}")
+            try:
+                with urllib.request.urlopen(self.url("/healthz"), timeout=2):
+                    return True
+            except OSError:
+                return False
+
+        wait_until(answers, timeout, "the agent to answer", interval=0.05)
+        return self
+
+    def rss_mb(self) -> float:
+        """The agent's resident memory now."""
+        status = Path(f"/proc/{self.proc.pid}/status").read_text()
+        return int(status.split("VmRSS:")[1].split()[0]) / 1024
+
+    def stop(self, timeout: float = 10) -> int:
+        """SIGTERM, then the exit status (output kept in ``output``)."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        self.output = self.proc.communicate(timeout=timeout)[0]
+        return self.proc.returncode
+
+    def __enter__(self) -> AgentProcess:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.communicate()
+
+
+class FakeTailer:
+    """Stands in for ``collectors.tailer.Tailer``: the test hands lines to ``sink`` itself and
+    sets ``stats`` and the checkpoint state; it records how the collector built it."""
+
+    def __init__(self, paths: list[str], sink: Callable[[str, list[bytes]], None], **options: object) -> None:
+        self.paths = paths
+        self.sink = sink
+        self.options = options
+        self.stats = {path: SourceStats() for path in paths}
+        self.checkpoint_error: str | None = None
+        self.checkpoint_write_errors = 0
+        self.running = False
+
+    def start(self) -> None:
+        self.running = True
+
+    def stop(self) -> None:
+        self.running = False

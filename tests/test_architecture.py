@@ -19,6 +19,7 @@ from prometheus_client import generate_latest
 from collectors import families as F
 from collectors.base import BaseCollector
 from collectors.classify import Classifier
+from collectors.deadline import Deadline
 from collectors.queue_collector import QueueCollector
 from collectors.queue_model import QueueMessage, QueueRecipient
 from collectors.settings import StrictModel
@@ -168,13 +169,15 @@ def test_the_agent_families_cannot_be_redefined() -> None:
 class OneMessage:
     """A queue reader with one deferred message."""
 
+    source_info = ("test", "-")
+
     def __init__(self, name: str) -> None:
         self.name = name
 
     def source(self) -> str:
         return "a test queue"
 
-    def read(self) -> Iterator[QueueMessage]:
+    def read(self, _deadline: Deadline) -> Iterator[QueueMessage]:
         yield QueueMessage("deferred", "ABC123", 1.7e9, 1000, "a@example.com",
                            (QueueRecipient("b@gmail.com", "host x[1.2.3.4] said: 421 4.7.28 rate limited"),))
 

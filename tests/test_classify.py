@@ -94,7 +94,15 @@ def test_provider_names_are_bounded(classifier: Classifier) -> None:
     ("4.3.0", "deferred transport", "self"),
     ("5.7.1", "554 5.7.1 <x@y>: Relay access denied", "policy"),
     ("5.0.0", "554 custom content marker found", "content"),
-    ("4.0.0", "451 DT:SPM 163 mx13, please try again 15min later", "other"),
+    ("4.0.0", "451 DT:SPM 163 mx13, please try again 15min later", "content"),  # NetEase's spam verdict
+    # Issue 10: the words after "Recipient address rejected:" decide.
+    ("4.2.0", "450 4.2.0 <x@y>: Recipient address rejected: Greylisted, see http://postgrey.schweikert.ch/",
+     "greylisted"),
+    ("4.1.2", "450 4.1.2 <x@nowhere.example>: Recipient address rejected: Domain not found", "domain_unknown"),
+    ("5.4.1", "550 5.4.1 <x@y>: Recipient address rejected: Access denied", "policy"),
+    ("4.7.1", "450 4.7.1 <x@y>: Recipient address rejected: retrying too fast", "rate_limited"),
+    ("5.1.1", "550 5.1.1 <x@y>: Recipient address rejected: xyz", "user_unknown"),
+    ("4.0.0", "450 4.0.0 <x@y>: Recipient address rejected: xyz", "user_unknown"),
 ])
 def test_reasons(classifier: Classifier, dsn: str, text: str, reason: str) -> None:
     assert classifier.reason(dsn, text) == reason
@@ -117,8 +125,46 @@ def test_relay_host(relay: str | None, text: str, host: str | None) -> None:
     ({"lanes": {"rules": [{"lane": "high", "match": {"sender": "re:("}}]}}, "bad regular expression"),
     ({"lanes": {"rules": [{"lane": "high", "match": {"from": "x"}}]}}, "Extra inputs"),
     ({"providers": {"other": {"domains": ["x"]}}}, "not be 'other'"),
+    ({"providers": {"local": {"domains": ["x"]}}}, "or 'local'"),
+    ({"local_delivery": {"content_filters": ["amavis 10024"]}}, "must be host, ip"),
+    ({"local_delivery": {"loopback": "sometimes"}}, "valid boolean"),
     ({"reasons": [{"reason": "weird", "patterns": ["x"]}]}, "is not one of"),
 ])
 def test_bad_classification_config(config: dict, message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         ClassificationConfig.model_validate(config)
+
+
+@pytest.mark.parametrize(("relay", "service", "local"), [
+    ("local", "local", True),
+    ("virtual", "virtual", True),
+    ("dovecot", "pipe", True),  # pipe(8) runs a command on the host
+    ("none", "discard", True),
+    ("mail.example.com[private/dovecot-lmtp]", "lmtp", True),  # unix socket
+    ("127.0.0.1[127.0.0.1]:10024", "smtp", True),  # amavis
+    ("localhost[::1]:10026", "amavis/smtp", True),
+    ("127.0.0.1[127.0.0.1]:24", "lmtp", True),
+    ("mailstore.example[192.0.2.7]:24", "lmtp", False),  # LMTP to another machine
+    ("gmail-smtp-in.l.google.com[142.250.1.27]:25", "smtp", False),
+    ("none", "error", False),
+    (None, "smtp", False),
+    ("amavis[172.18.0.5]:10024", "content-filter/smtp", True),  # configured below, by name
+    ("filter.example[192.0.2.9]:10024", "smtp", True),  # configured below, by [ip]:port
+    ("filter.example[192.0.2.9]:25", "smtp", False),
+])
+def test_hops_that_stay_on_the_host(relay: str | None, service: str, local: bool) -> None:
+    config = ClassificationConfig.model_validate(
+        {"local_delivery": {"content_filters": ["AMAVIS", "[192.0.2.9]:10024"]}})
+    assert Classifier(config).local_hop(relay, service) is local
+
+
+def test_loopback_is_not_local_when_it_stands_in_for_the_destinations() -> None:
+    """A test lab (or a local relay agent) on loopback: the recipient's provider counts."""
+    classifier = Classifier(ClassificationConfig.model_validate({"local_delivery": {"loopback": False}}))
+    assert not classifier.local_hop("127.0.0.1[127.0.0.1]:40409", "smtp")
+    assert classifier.local_hop("mail.example.com[private/dovecot-lmtp]", "lmtp")
+    assert classifier.local_hop("local", "local")
+
+
+def test_local_is_a_bounded_provider_name(classifier: Classifier) -> None:
+    assert classifier.provider_names[-2:] == ("local", "other")

@@ -88,11 +88,55 @@ def test_cli_exits_2_with_one_line_per_problem(tmp_path: Path) -> None:
         f"[from {file}]"]
 
 
+def check_config(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "exporter.cli", "check-config", *args], capture_output=True,
+                          text=True, timeout=30)
+
+
 def test_check_config_command(tmp_path: Path) -> None:
-    done = subprocess.run([sys.executable, "-m", "exporter.cli", "check-config", "--config.file", str(EXAMPLE)],
-                          capture_output=True, text=True, timeout=30)
+    done = check_config("--config.file", str(EXAMPLE))
     assert done.returncode == 0, done.stderr
     assert "configuration OK" in done.stdout
+
+
+def test_check_config_checks_what_the_agent_would_read(tmp_path: Path) -> None:
+    """Everything the agent would refuse or wait for: the web-config file, logs that are not there,
+    a checkpoint directory that does not exist, a configured showq socket that does not exist."""
+    web = tmp_path / "web.yml"
+    web.write_text("basic_auth_users:\n  u: plaintext\n")
+    done = check_config("--web.config.file", str(web))
+    assert done.returncode == 2 and "web.config_file: basic_auth_users: user 'u'" in done.stderr
+    file = tmp_path / "mtaq.yml"
+    file.write_text(f"log:\n  paths: [{tmp_path / 'missing.log'}]\n  checkpoint_file: {tmp_path / 'no' / 'cp.json'}\n"
+                    f"postfix:\n  enabled: true\n  instances:\n    - showq_path: {tmp_path / 'showq'}\n")
+    done = check_config("--config.file", str(file))
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        f"mtaq-exporter: configuration error: postfix instance postfix: configured showq socket {tmp_path / 'showq'} "
+        "does not exist",
+        f"mtaq-exporter: configuration error: mail log {tmp_path / 'missing.log'}: No such file or directory",
+        f"mtaq-exporter: configuration error: checkpoint {tmp_path / 'no' / 'cp.json'}: directory {tmp_path / 'no'} "
+        "is not writable or does not exist",
+    ]
+
+
+def test_environment_values_are_parsed_by_the_setting_type() -> None:
+    config = load_config(environ={"MTAQ_WEB__TELEMETRY_PATH": "/metrics #x", "MTAQ_LOG__FROM": "start",
+                                  "MTAQ_LOG__PATHS": "[/a.log, /b.log]", "MTAQ_WEB__UNAUTHENTICATED_WRITES": "true",
+                                  "MTAQ_POSTFIX__INSTANCES": "[{name: postfix-bulk}]"})
+    assert config.web.telemetry_path == "/metrics #x"  # text is taken verbatim, not as YAML
+    assert config.log.paths == ["/a.log", "/b.log"]
+    assert config.web.unauthenticated_writes is True
+    assert config.postfix.instances[0].name == "postfix-bulk"
+
+
+@pytest.mark.parametrize("value", [".inf", ".nan", "-.inf"])
+def test_non_finite_numbers_are_refused(value: str, tmp_path: Path) -> None:
+    file = tmp_path / "c.yml"
+    file.write_text(f"postfix:\n  queue_scan_interval: {value}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(str(file), environ={})
+    assert caught.value.problems[0].startswith("postfix.queue_scan_interval:")
 
 
 def _documented_keys(node: object, prefix: str = "") -> set[str]:

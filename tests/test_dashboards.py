@@ -31,7 +31,7 @@ LABEL_VALUES = {
     "type": {"hard", "soft"},
     "result": {"parsed", "ignored", "unparsed"},
     "reason": {"rate_limited", "reputation", "blocklisted", "auth", "mailbox_full", "user_unknown",
-               "domain_unknown", "content", "policy", "connection", "dns", "tls", "self", "other"},
+               "domain_unknown", "content", "policy", "connection", "dns", "tls", "greylisted", "self", "other"},
 }
 GRAFANA_VARS = {"$__rate_interval": "5m", "$__range": "1h", "$__interval": "1m", "${job}": ".+", "$job": ".+",
                 "${instance}": ".+", "$instance": ".+",
@@ -261,5 +261,9 @@ def test_dashboards_cover_the_spec() -> None:
         "mtaq_queue_recipients", "mtaq_delivery_delay_seconds_sum", "mtaq_delivery_delay_seconds_count",
         "mtaq_queue_forced_expire_messages", "mtaq_verify_probes_total", "mtaq_dnsbl_run_duration_seconds",
         "mtaq_log_tracked_messages", "mtaq_log_evicted_messages_total",
+        # read where they explain something: the landing page names the source; checkpoint failures
+        # and skipped records fail the collector (MtaqCollectorFailing) or log a warning
+        "mtaq_queue_source_info", "mtaq_queue_skipped_messages", "mtaq_log_checkpoint_errors_total",
+        "mtaq_delivery_negative_delays_total",
     }
     assert SPEC_METRICS - used - without_panel == set()

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from exporter.agent import Agent
-from exporter.commands.demo import DEMO_LANES, demo_file
+from exporter.commands.demo import DEMO_CLASSIFICATION, demo_file
 from exporter.config import load_config
 from tests.helpers import wait_until
 
@@ -19,7 +19,7 @@ def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Agent]:
     log = tmp_path_factory.mktemp("dl") / "maillog"
     log.write_text(demo_file("demo_maillog.log"))
     agent = Agent(load_config(None, environ={}, overrides={
-        **DEMO_LANES, "web": {"listen_address": "127.0.0.1:0"}, "postfix": {"enabled": False},
+        **DEMO_CLASSIFICATION, "web": {"listen_address": "127.0.0.1:0"}, "postfix": {"enabled": False},
         "log": {"paths": [str(log)], "from": "start"}}))
     agent.start()
     yield agent
@@ -51,6 +51,10 @@ def test_api_lists_every_expired_message_with_context(agent: Agent) -> None:
     assert gmail["reason"] == "rate_limited" and "4.7.28" in gmail["text"]
     assert all(d["attempts"] >= 1 and d["pending_recipients"] == 1 for d in by_qid.values())
     assert {d["lane"] for d in letters} == {"high", "normal", "low"}
+    # No authentication configured: personal data stays masked, the domain (the provider) shows.
+    senders = {d["sender"] for d in letters}
+    assert senders <= {"o***@alerts.example.com", "b***@shop.example.com", "n***@bulk.example.com"}, senders
+    assert all(r.startswith("u***@") for d in letters for r in d["recipients"])
 
 
 def test_human_table(agent: Agent) -> None:

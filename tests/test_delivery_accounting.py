@@ -75,7 +75,7 @@ def test_deferred_twice_then_sent(acc: DeliveryAccounting) -> None:
     ("5.1.1", "host mx said: 550 5.1.1 <a@b>: Recipient address rejected: User unknown", "hard", "user_unknown"),
     ("5.7.1", "host mx said: 554 5.7.1 blocked using zen.spamhaus.org", "hard", "blocklisted"),
     ("5.2.2", "host mx said: 552 5.2.2 Mailbox full", "soft", "mailbox_full"),
-    ("5.2.1", "host mx said: 550 5.2.1 The email account that you tried to reach is disabled", "soft", "other"),
+    ("5.2.1", "host mx said: 550 5.2.1 The email account that you tried to reach is disabled", "soft", "user_unknown"),
     ("4.4.1", "connect to mx[1.2.3.4]:25: Connection timed out", "soft", "connection"),
     (None, "unknown user: \"x\"", "hard", "user_unknown"),
 ])
@@ -329,3 +329,80 @@ def test_feeding_while_snapshotting(acc: DeliveryAccounting) -> None:
         assert sum(snap.delivery_attempts.values()) <= sum(snap.messages_received.values())
     thread.join()
     assert acc.snapshot().delivery_attempts == {("normal", "google", "sent"): 20000}
+
+
+def test_hops_on_the_host_count_under_local_and_the_external_delivery_under_its_provider(
+        acc: DeliveryAccounting) -> None:
+    """Issue 10: a content-filter hop and the re-injected copy's delivery are one recipient, one provider."""
+    acc.submitted("Q1", timestamp=1000.0)
+    acc.received("Q1", "a@app.example", timestamp=1000.0)
+    acc.delivery("Q1", "x@gmx.de", "deferred", timestamp=1001.0, host="127.0.0.1", dsn="4.4.1",
+                 text="connect to 127.0.0.1[127.0.0.1]:10024: Connection refused", local=True)
+    acc.delivery("Q1", "x@gmx.de", "sent", timestamp=1002.0, host="127.0.0.1", delay=2.0, local=True)
+    acc.submitted("Q2", timestamp=1002.0)  # the content filter re-injects through smtpd
+    acc.received("Q2", "a@app.example", timestamp=1002.0)
+    acc.delivery("Q2", "x@gmx.de", "sent", timestamp=1003.0, host="mx00.emig.gmx.net", delay=1.0)
+    snap = acc.snapshot()
+    assert snap.delivery_attempts == {("normal", "local", "deferred"): 1, ("normal", "local", "sent"): 1,
+                                      ("normal", "gmx", "sent"): 1}
+    assert snap.deferrals == {("local", "connection"): 1}
+    assert snap.messages_deferred == {("normal", "local"): 1}
+    assert snap.delivery_delay[("normal", "sent")].count == 1  # the hop is not a final outcome
+    assert snap.messages_received == {("normal",): 2}  # each queue id, as pflogsumm counts
+
+
+def test_soft_bounce_is_a_deferral_and_counted_apart(acc: DeliveryAccounting) -> None:
+    acc.received("Q1", "a@app.example", timestamp=1000.0)
+    acc.delivery("Q1", "x@example.net", "deferred", timestamp=1001.0, dsn="4.1.1",
+                 text="host mx said: 550 5.1.1 <x@example.net>: Recipient address rejected: User unknown",
+                 soft_bounce=True)
+    acc.delivery("Q1", "y@example.net", "deferred", timestamp=1001.0, dsn="4.4.1",
+                 text="connect to mx[192.0.2.1]:25: Connection timed out")
+    snap = acc.snapshot()
+    assert snap.soft_bounces == {("user_unknown",): 1}
+    assert snap.deferrals == {("other", "user_unknown"): 1, ("other", "connection"): 1}
+    assert snap.delivery_attempts == {("normal", "other", "deferred"): 2}
+    assert snap.bounces == {}
+    acc.expired("Q1", "a@app.example", timestamp=2000.0)  # still queued until it expires
+    assert acc.snapshot().bounces == {("normal", "other", "soft", "user_unknown"): 1,
+                                      ("normal", "other", "soft", "connection"): 1}
+
+
+@pytest.mark.parametrize("notice_first", [True, False])
+def test_notifications_are_not_received_mail(acc: DeliveryAccounting, notice_first: bool) -> None:
+    """Postfix logs the notification and its queue line in either order (both happen in the demo log)."""
+    acc.submitted("Q1", timestamp=1000.0)
+    acc.received("Q1", "a@app.example", timestamp=1000.0)
+    acc.delivery("Q1", "x@example.net", "bounced", timestamp=1001.0, dsn="5.1.1", text="550 5.1.1 User unknown")
+    if notice_first:
+        acc.notification("N1", "non_delivery", timestamp=1001.0)
+    acc.received("N1", "", timestamp=1001.0)
+    if not notice_first:
+        acc.notification("N1", "non_delivery", timestamp=1001.0)
+    acc.notification("N2", "delay", timestamp=1001.0)
+    acc.notification("N3", "made up", timestamp=1001.0)
+    acc.submitted("B1", timestamp=1002.0)  # a bounce from elsewhere, received over SMTP: mail like any other
+    acc.received("B1", "", timestamp=1002.0)
+    snap = acc.snapshot()
+    assert snap.messages_received == {("normal",): 2}
+    assert snap.notifications == {("non_delivery",): 1, ("delay",): 1, ("other",): 1}
+
+
+def test_received_once_per_queue_id_and_never_after_a_delivery_first(acc: DeliveryAccounting) -> None:
+    acc.submitted("Q1", timestamp=1000.0)
+    acc.submitted("Q1", timestamp=1000.0)
+    acc.received("Q1", "a@app.example", timestamp=1000.0)
+    acc.received("Q1", "a@app.example", timestamp=1300.0)
+    acc.delivery("Q2", "x@example.net", "deferred", timestamp=1000.0, dsn="4.4.1", text="lost connection")
+    acc.received("Q2", "a@app.example", timestamp=1300.0)  # its first queue line was before the log starts
+    assert acc.snapshot().messages_received == {("normal",): 1}
+
+
+def test_negative_delays_are_observed_as_zero_and_counted(acc: DeliveryAccounting) -> None:
+    acc.delivery("Q1", "a@gmail.com", "sent", timestamp=1000.0, host=GMAIL_MX, delay=-5.0)
+    acc.received("Q2", "s@example.com", timestamp=2000.0)
+    acc.delivery("Q2", "b@gmail.com", "sent", timestamp=1990.0, host=GMAIL_MX)  # line out of order
+    snap = acc.snapshot()
+    histogram = snap.delivery_delay[("normal", "sent")]
+    assert (histogram.count, histogram.total, histogram.counts[0]) == (2, 0.0, 2)
+    assert snap.negative_delays == 2

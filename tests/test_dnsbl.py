@@ -547,3 +547,40 @@ def test_cli_json(server, capsys) -> None:
 def test_cli_usage_errors_exit_2(server, capsys, args: list[str], message: str) -> None:
     assert run_cli(server, *args) == 2
     assert message in capsys.readouterr().err
+
+
+MALFORMED = [
+    pytest.param(Entry(a=("127.0.0.2",), owner="another.example"), id="A record for another name"),
+    pytest.param(Entry(txt_for_a=True), id="TXT where A was asked"),
+    pytest.param(Entry(cname="nowhere.bl.spamcop.net"), id="dangling CNAME"),
+    pytest.param(Entry(cname="listed.elsewhere.example"), id="CNAME out of the zone"),
+]
+
+
+@pytest.mark.parametrize("entry", MALFORMED)
+def test_malformed_answers_are_unknown_and_keep_a_listing(entry: Entry) -> None:
+    with FakeDnsbl() as srv:
+        srv.canaries(SPAMCOP)
+        srv.listed(ip4_name(LISTED_IP, SPAMCOP), "127.0.0.2")
+        srv.listed("listed.elsewhere.example", "127.0.0.2")
+        collector = DnsblCollector(settings_for(srv, targets={"ips": [LISTED_IP]},
+                                                lists={"enable_only": [SPAMCOP]}), clock=lambda: NOW)
+        registry = registry_for(collector)
+        assert collector.run_refresh()
+        assert sample(registry, "mtaq_dnsbl_listed", target=LISTED_IP, list=SPAMCOP) == 1
+        srv.set(ip4_name(LISTED_IP, SPAMCOP), entry)
+        collector.run_refresh()
+        result, = collector.last_results()["targets"][LISTED_IP]["lists"].values()
+        assert (result["status"], result["error_kind"]) == ("unknown", "malformed_answer"), result
+        assert sample(registry, "mtaq_dnsbl_check_success", target=LISTED_IP, list=SPAMCOP) == 0
+        assert sample(registry, "mtaq_dnsbl_listed", target=LISTED_IP, list=SPAMCOP) == 1  # still listed
+        assert sample(registry, "mtaq_dnsbl_impact_score", target=LISTED_IP) == 60.0
+
+
+def test_an_in_zone_cname_chain_is_followed() -> None:
+    with FakeDnsbl() as srv:
+        srv.canaries(SPAMCOP)
+        srv.listed(f"alias-target.{SPAMCOP}", "127.0.0.2")
+        srv.set(ip4_name(LISTED_IP, SPAMCOP), Entry(cname=f"alias-target.{SPAMCOP}"))
+        run = run_check(settings_for(srv, targets={"ips": [LISTED_IP]}, lists={"enable_only": [SPAMCOP]}))
+        assert [r.status for r in run.results] == [LISTED]

@@ -15,7 +15,7 @@ import pytest
 from collectors.base import Auth, BaseCollector, Request, Response, Route
 from collectors.families import Family
 from exporter.agent import Agent
-from exporter.config import load_config
+from exporter.config import ConfigError, load_config
 from exporter.http import HTTPServer
 from exporter.web_config import BasicAuth
 
@@ -47,8 +47,8 @@ class Scripted(BaseCollector):
 def served() -> Iterator[tuple[str, Scripted, Agent]]:
     collector = Scripted()
     agent = Agent(load_config(environ={}, overrides={"web": {"listen_address": "127.0.0.1:0"}}), [collector])
-    server = agent.http.serve("127.0.0.1", 0)  # the agent's server without its scheduler: the test runs refreshes
-    yield f"http://127.0.0.1:{server.server_address[1]}", collector, agent
+    port = agent.http.serve("127.0.0.1", 0)  # the agent's server without its scheduler: the test runs refreshes
+    yield f"http://127.0.0.1:{port}", collector, agent
     agent.http.shutdown()
 
 
@@ -182,3 +182,28 @@ def test_two_handlers_for_one_route_are_refused() -> None:
     with pytest.raises(ValueError, match="two handlers for GET /x"):
         HTTPServer([Route("GET", "/x", echo), Route("GET", "/x", echo)])
 
+
+
+def test_ready_only_while_the_required_collectors_succeed(served) -> None:
+    base, collector, _ = served
+    collector.run_refresh()
+    assert get(base + "/readyz")[:2] == (200, b"ready\n")
+    collector.error = "showq: Permission denied"
+    collector.run_refresh()
+    status, body, _ = get(base + "/readyz")
+    assert (status, body) == (503, b"not ready: scripted: failing (RuntimeError: showq: Permission denied)\n")
+    assert get(base + "/healthz")[0] == 200  # liveness is another question
+
+
+def test_readiness_can_leave_a_collector_out() -> None:
+    collector = Scripted()
+    collector.error = "down"
+    collector.run_refresh()
+    config = load_config(environ={}, overrides={"web": {"readiness_collectors": []}})
+    response = Agent(config, [collector]).http.dispatch(Request("GET", "/readyz", "", {}, b""))
+    assert response.status == 200
+
+
+def test_an_unknown_readiness_collector_is_a_configuration_error() -> None:
+    with pytest.raises(ConfigError, match=r"web\.readiness_collectors: unknown collector nope"):
+        load_config(environ={}, overrides={"web": {"readiness_collectors": ["nope"]}})

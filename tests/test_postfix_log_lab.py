@@ -18,10 +18,14 @@ from pathlib import Path
 
 import pytest
 
+from collectors.classify import ClassificationConfig, Classifier
+from collectors.delivery_accounting import merge_snapshots
+from collectors.log_pipeline import LogProcessor
+from collectors.postfix.log_events import POSTFIX_LOG
 from exporter.agent import Agent
 from exporter.config import load_config
 from tests.helpers import scrape, wait_until
-from tests.lab.postfix import PostfixLab, send_traffic, start_lab
+from tests.lab.postfix import TRAFFIC, PostfixLab, send_traffic, start_lab
 
 pytestmark = pytest.mark.lab
 
@@ -29,6 +33,9 @@ PROVIDERS = {"gmail.com": "google", "yahoo.com": "yahoo", "outlook.com": "micros
              "gmx.de": "gmx", "comcast.net": "comcast"}
 LANES = {"rules": [{"lane": "high", "match": {"sender": "*@alerts.example.com"}},
                    {"lane": "low", "match": {"sender_domain": "bulk.example.com"}}]}
+#: The lab relays every message to a loopback server that answers like the providers: that hop
+#: stands in for the internet, so loopback is not "on the host" here.
+LOCAL = {"loopback": False}
 SELF = ("delivery temporarily suspended", "deferred transport")
 QID = re.compile(r"postfix-lab/(\w+)\[\d+\]: ([0-9A-F]+): (.*)$")
 
@@ -44,15 +51,19 @@ def reference(lines: list[str]) -> dict[str, Counter]:
     sender: dict[str, str] = {}
     pending: dict[str, set[str]] = {}
     deferred_once: set[str] = set()
+    submitted: set[str] = set()
     for line in lines:
         m = QID.search(line)
         if not m:
             continue
         service, qid, rest = m.groups()
-        if service == "qmgr" and rest.endswith("(queue active)"):
+        if service == "smtpd" and rest.startswith("client="):
+            submitted.add(qid)  # received mail, as pflogsumm counts it; bounce notifications never pass smtpd
+        elif service == "qmgr" and rest.endswith("(queue active)"):
             if qid not in sender:  # qmgr logs this again each time a deferred message is retried
                 sender[qid] = rest[rest.index("<") + 1:rest.index(">")]
-                out["received"][lane_of(sender[qid])] += 1
+                if qid in submitted:
+                    out["received"][lane_of(sender[qid])] += 1
         elif service == "qmgr" and "status=expired" in rest:
             lane = lane_of(sender.get(qid, ""))
             out["dead_letters"][lane] += 1
@@ -122,6 +133,7 @@ def all_log_lines(lab: PostfixLab) -> list[str]:
 def make_agent(lab: PostfixLab, checkpoint: Path) -> Agent:
     agent = Agent(load_config(None, environ={}, overrides={
         "web": {"listen_address": "127.0.0.1:0"}, "postfix": {"enabled": False}, "lanes": LANES,
+        "local_delivery": LOCAL,
         "log": {"paths": [str(lab.log_file)], "from": "start", "checkpoint_file": str(checkpoint)}}))
     agent.start()
     return agent
@@ -214,3 +226,40 @@ def test_rotation_and_restart_lose_and_double_nothing(lab: PostfixLab, tmp_path:
     assert second["reopens"]["all"] >= 1  # the truncation
     assert_matches_reference(lab, {key: first.get(key, Counter()) + second.get(key, Counter())
                                    for key in {*first, *second}})
+
+
+def test_soft_bounce_deferrals_stay_queued(tmp_path: Path) -> None:
+    """Issue 10: with soft_bounce = yes, Postfix logs would-be bounces as status=SOFTBOUNCE and keeps
+    the mail queued; every such line is a deferral with its reason, counted apart, never a bounce."""
+    lab, provider = start_lab(tmp_path / "postfix", soft_bounce="yes", queue_run_delay="1s",
+                              minimal_backoff_time="1s", maximal_backoff_time="2s")
+    try:
+        sent = send_traffic(lab)
+        # The simulator accepts mail for example.* only; soft_bounce turns the 5xx replies of comcast
+        # (blocklisted) and gmx (user unknown) into deferrals, so every other message stays queued.
+        rejected = sum(1 for _, domains in TRAFFIC for d in domains if d in PROVIDERS)
+        lab.wait_for(lambda: sum(1 for m in lab.queue_json() if m["queue_name"] == "deferred") == rejected,
+                     what=f"{rejected} deferred messages")
+        lines = all_log_lines(lab)
+        queue = lab.queue_json()
+    finally:
+        lab.abort()
+        provider.stop()
+    softbounce = [line for line in lines if " status=SOFTBOUNCE " in line]
+    assert softbounce, "the scenario must soft-bounce"
+    config = ClassificationConfig.model_validate({"lanes": LANES, "local_delivery": LOCAL})
+    processor = LogProcessor(POSTFIX_LOG, Classifier(config))
+    processor.process_lines("maillog", lines)
+    snap = merge_snapshots(processor.accounts.snapshots().values())
+    assert processor.line_counts()["maillog"]["unparsed"] == 0
+    assert sum(snap.soft_bounces.values()) == len(softbounce)
+    assert snap.soft_bounces == dict(Counter(
+        ("blocklisted",) if "blocked using" in line else ("user_unknown",) for line in softbounce))
+    assert snap.bounces == {}
+    assert sum(n for (_, _, status), n in snap.delivery_attempts.items() if status == "deferred") == sum(
+        1 for line in lines if " status=deferred " in line or " status=SOFTBOUNCE " in line)
+    # Still queued, with the would-be bounce as defer reason (the independent reference: postqueue -j).
+    held_back = {r["address"] for m in queue for r in m["recipients"]
+                 if "User unknown" in r.get("delay_reason", "") or "spamhaus" in r.get("delay_reason", "")}
+    assert {line.split("to=<", 1)[1].split(">", 1)[0] for line in softbounce} == held_back
+    assert sum(snap.messages_received.values()) == sent

@@ -21,6 +21,7 @@ from collectors.postfix.log_parse import (
     MessageQueued,
     PostfixLineParser,
     Removed,
+    Submitted,
     Unparsed,
 )
 
@@ -68,9 +69,19 @@ REMOVED = "ABCDEF1234: removed"
     (f"Nov 08 10:07:48 mx postfix-bulk/qmgr[1]: {REMOVED}", local(2026, 11, 8, 10, 7, 48), "postfix-bulk",
      "qmgr", "postfix-bulk/qmgr"),
     (f"Nov 08 10:07:48 mx postfix/submission/smtpd[1]: {REMOVED}", local(2026, 11, 8, 10, 7, 48), "postfix",
-     "smtpd", "postfix/submission/smtpd"),
+     "submission/smtpd", "postfix/submission/smtpd"),
     (f"Nov 08 10:07:48 mx postfix-mx/content-filter/smtp[1]: {REMOVED}", local(2026, 11, 8, 10, 7, 48),
-     "postfix-mx", "smtp", "postfix-mx/content-filter/smtp"),
+     "postfix-mx", "content-filter/smtp", "postfix-mx/content-filter/smtp"),
+    # Issue 10: no host name (logs pasted or collected without it), one prefix word (a container).
+    (f"Dec  4 14:44:07 postfix/smtp[2097]: {REMOVED}", local(2025, 12, 4, 14, 44, 7), "postfix", "smtp",
+     "postfix/smtp"),
+    (f"Nov 27 10:00:01 postfix/qmgr[1]: {REMOVED}", local(2026, 11, 27, 10, 0, 1), "postfix", "qmgr",
+     "postfix/qmgr"),
+    (f"2025-08-26T15:30:33Z postfix/qmgr[1]: {REMOVED}", calendar.timegm((2025, 8, 26, 15, 30, 33)), "postfix",
+     "qmgr", "postfix/qmgr"),
+    (f"postfix-0 postfix/lmtp[216]: {REMOVED}", None, "postfix", "lmtp", "postfix/lmtp"),
+    (f"2021-01-26T17:47:29.762763+01:00 INFO    postfix/qmgr[134]: {REMOVED}",
+     calendar.timegm((2021, 1, 26, 16, 47, 29)) + 0.762763, "postfix", "qmgr", "postfix/qmgr"),
     (f"Nov 08 10:07:48 mx mta-bulk/qmgr[1]: {REMOVED}", local(2026, 11, 8, 10, 7, 48), "mta-bulk", "qmgr",
      "mta-bulk/qmgr"),
     (f"Nov 08 10:07:48 mx postfix/qmgr: {REMOVED}", local(2026, 11, 8, 10, 7, 48), "postfix", "qmgr",
@@ -248,12 +259,10 @@ def test_delivery_lines(parser: PostfixLineParser, line: str, fields: tuple[obje
     "postfix/postscreen[1]: NOQUEUE: reject: RCPT from [216.245.194.173]:60591: 550 5.7.1 blocked; from=<a@b>",
     "postfix/smtpd[1]: disconnect from unknown[0.0.0.0] ehlo=1 mail=1 rcpt=0/1 quit=1 commands=3/4",
     "postfix/smtpd[1]: NOQUEUE: lost connection after CONNECT from unknown[192.0.2.25]",
-    "postfix/smtpd[1]: 838FC8A5F: client=unknown[fe80::1:2:3:4], sasl_method=PLAIN, sasl_username=out@example.org",
     "postfix/smtpd[1]: warning: hostname example.com does not resolve to address 123.45.67.89",
     "postfix/smtp[1]: Verified TLS connection established to gmail-smtp-in.l.google.com[108.177.14.26]:25: TLSv1.3",
     "postfix/smtp[1]: connect to arobor.ru[178.210.73.19]:25: Connection timed out",
     "postfix/smtp[1]: 732BB407C3: host mail.domain.com[1.1.1.1] said: 451 try again (in reply to end of DATA)",
-    "postfix/pickup[1]: 6D8A61A1B2: uid=0 from=<root>",
     "postfix/cleanup[1]: 6D8A61A1B2: canceled",
     "postfix/cleanup[1]: 6D8A61A1B2: reject: header Subject: spam from x[1.2.3.4]; from=<a> to=<b>: 5.7.1 no",
     "postfix/bounce[1]: 6D8A61A1B2: sender notification failed to a@b.example: mail system is down",
@@ -262,6 +271,33 @@ def test_delivery_lines(parser: PostfixLineParser, line: str, fields: tuple[obje
 ])
 def test_uninteresting_postfix_lines_are_ignored(parser: PostfixLineParser, line: str) -> None:
     assert parser.parse(ENV + line) is IGNORED_POSTFIX
+
+
+@pytest.mark.parametrize(("line", "service"), [
+    # digineo/postfix_exporter testdata/mail.log; kumina/postfix_exporter postfix_exporter_test.go
+    ("postfix/submission/smtpd[3646210]: 838FC8A5F: client=unknown[fe80::1:2:3:4], sasl_method=PLAIN, "
+     "sasl_username=out@example.org", "submission/smtpd"),
+    ("postfix/smtpd[27530]: 838FC8A5F: client=xxx[1.2.3.4], sasl_method=PLAIN, sasl_username=user@domain", "smtpd"),
+    ("postfix/pickup[1]: 838FC8A5F: uid=0 from=<root>", "pickup"),
+    ("postfix/pickup[1]: 838FC8A5F: sender=<root>", "pickup"),
+])
+def test_submissions(parser: PostfixLineParser, line: str, service: str) -> None:
+    """Mail entering from outside (smtpd, pickup): what received counts, as pflogsumm does."""
+    record = parser.parse(ENV + line)
+    assert isinstance(record, Submitted)
+    assert (record.qid, record.service) == ("838FC8A5F", service)
+
+
+def test_softbounce_status_is_a_deferral(parser: PostfixLineParser) -> None:
+    """``soft_bounce = yes`` logs would-be bounces as SOFTBOUNCE (real lab lines); the mail stays queued."""
+    lines = [line for line in (SAMPLES.parent / "softbounce_lab.log").read_text().splitlines()
+             if not line.startswith("#")]
+    records = [parser.parse(line) for line in lines]
+    assert [(r.status, r.soft_bounce, r.dsn, r.to) for r in records if isinstance(r, Delivery)] == [
+        ("deferred", True, "4.1.1", "user0@gmx.de"), ("deferred", True, "4.7.1", "user1@comcast.net")]
+    assert records[0].text.startswith("host 127.0.0.1[127.0.0.1] said: 550 5.1.1")
+    bogus = lines[0].replace("status=SOFTBOUNCE", "status=BOGUS")
+    assert isinstance(parser.parse(bogus), Unparsed)
 
 
 @pytest.mark.parametrize("line", [
@@ -281,7 +317,8 @@ def test_other_programs_are_foreign(parser: PostfixLineParser, line: str) -> Non
     "garbage",
     "Nov 27 10:00:01 mx",
     "Nov 27 10:00:01 mx postfix/smtp[1]",
-    "Nov 27 10:00:01 postfix/qmgr[1]: ABCDEF1234: removed",  # no host
+    "some free words postfix/qmgr[1]: ABCDEF1234: removed",  # neither a timestamp nor one prefix word
+    "mta-0 kernel[1]: ABCDEF1234: removed",  # a prefix word, but not a Postfix program
     "Nov 27 25:61:01 mx postfix/qmgr[1]: ABCDEF1234: removed",  # impossible time
     "Nov 32 10:00:01 mx postfix/qmgr[1]: ABCDEF1234: removed",  # impossible day
     "2025-13-45T08:25:46+00:00 mx postfix/qmgr[1]: ABCDEF1234: removed",
@@ -327,8 +364,8 @@ def test_every_sample_line_is_a_record_or_deliberately_ignored(parser: PostfixLi
     assert len(results) == 60
     assert [r for r in results if isinstance(r, Unparsed)] == []
     kinds = Counter(type(r).__name__ for r in results)
-    assert kinds == {"Delivery": 20, "Ignored": 29, "Expired": 4, "BounceNotice": 3, "MessageQueued": 2,
-                     "Removed": 2}
+    assert kinds == {"Delivery": 20, "Ignored": 26, "Expired": 4, "BounceNotice": 3, "MessageQueued": 2,
+                     "Removed": 2, "Submitted": 3}
     assert all(r is IGNORED_POSTFIX for r in results if isinstance(r, Ignored))
     deliveries = [r for r in results if isinstance(r, Delivery)]
     assert Counter(d.status for d in deliveries) == {"sent": 11, "deferred": 4, "bounced": 4,
@@ -345,10 +382,10 @@ def test_sample_envelopes(parser: PostfixLineParser) -> None:
               if isinstance(r, Delivery | MessageQueued)}
     relay = by_qid["5FCA28903A"]
     assert isinstance(relay, Delivery)
-    assert (relay.instance, relay.service, relay.program) == ("postfix", "smtp", "postfix/relay/smtp")
+    assert (relay.instance, relay.service, relay.program) == ("postfix", "relay/smtp", "postfix/relay/smtp")
     assert relay.timestamp == pytest.approx(calendar.timegm((2025, 4, 9, 8, 25, 46)) + 0.545425)
     content_filter = by_qid["4HnkK60lBRz6tl1"]
-    assert (content_filter.instance, content_filter.service) == ("postfix-mx", "smtp")
+    assert (content_filter.instance, content_filter.service) == ("postfix-mx", "content-filter/smtp")
     assert content_filter.timestamp == local(2026, 11, 8, 8, 8, 59)
     # Dec 29 is more than a day after the clock (Nov 27 2026): last year's.
     assert by_qid["732BB407C3"].timestamp == local(2025, 12, 29, 3, 3, 48)  # the last line of that id
@@ -360,7 +397,7 @@ def test_localized_month_line_keeps_its_envelope(parser: PostfixLineParser) -> N
     record = parser.parse(line.replace("Anonymous TLS connection established from  xx[5.5.5.5]: TLSv1.2 with "
                                        "cipher ECDHE-RSA-AES256-GCM-SHA384 (256/256 bits)",
                                        "ABCDEF1234: removed"))
-    assert record == Removed(None, "postfix", "smtpd", "postfix/submission/smtpd", "ABCDEF1234")
+    assert record == Removed(None, "postfix", "submission/smtpd", "postfix/submission/smtpd", "ABCDEF1234")
 
 
 # -- hostile input ------------------------------------------------------------------------------

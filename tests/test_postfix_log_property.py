@@ -20,13 +20,14 @@ from collectors.postfix.log_parse import (
     MessageQueued,
     PostfixLineParser,
     Removed,
+    Submitted,
     Unparsed,
 )
-from collectors.tailer import SourceStats
+from tests.helpers import FakeTailer
 
 SAMPLES = Path(__file__).parent / "fixtures" / "postfix_log" / "samples.log"
 REAL = [line for line in SAMPLES.read_text(encoding="utf-8").splitlines() if line and not line.startswith("#")]
-RESULTS = (MessageQueued, Delivery, Expired, Removed, BounceNotice, Ignored, Unparsed)
+RESULTS = (MessageQueued, Submitted, Delivery, Expired, Removed, BounceNotice, Ignored, Unparsed)
 CLASSIFIER = Classifier()
 
 real_line = st.sampled_from(REAL)
@@ -43,18 +44,6 @@ any_line = st.one_of(
     st.binary().map(lambda b: b.decode("utf-8", "replace")),
     st.text(alphabet=st.sampled_from(" :[]<>=,/.-0123456789ABCDEFabcdefnotqu\t\r"), max_size=200),
 )
-
-
-class _NullTailer:
-    def __init__(self, paths: list[str], sink: Any, **_: Any) -> None:
-        self.sink = sink
-        self.stats = {path: SourceStats() for path in paths}
-
-    def start(self) -> None:
-        """Nothing to start."""
-
-    def stop(self) -> None:
-        """Nothing to stop."""
 
 
 @settings(max_examples=600, deadline=None)
@@ -82,10 +71,10 @@ def test_every_line_is_counted_exactly_once(lines: list[str]) -> None:
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.binary(max_size=300).map(lambda b: b.replace(b"\n", b"")), max_size=30))
 def test_raw_bytes_through_the_sink_are_counted_once(raw: list[bytes]) -> None:
-    tailers: list[_NullTailer] = []
+    tailers: list[FakeTailer] = []
 
-    def factory(*args: Any, **kwargs: Any) -> _NullTailer:
-        tailers.append(_NullTailer(*args, **kwargs))
+    def factory(*args: Any, **kwargs: Any) -> FakeTailer:
+        tailers.append(FakeTailer(*args, **kwargs))
         return tailers[-1]
 
     collector = LogCollector("postfix_log", POSTFIX_LOG, ["src"], CLASSIFIER, checkpoint_path=None, clock=lambda: 1.8e9,

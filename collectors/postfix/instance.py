@@ -18,9 +18,10 @@ import shutil
 from collections.abc import Iterator
 from typing import Annotated
 
-from pydantic import Field, StringConstraints, field_validator
+from pydantic import Field, StringConstraints, field_validator, model_validator
 
 from collectors.command import CommandError, run
+from collectors.deadline import Deadline
 from collectors.postfix.showq import MailSystemDown, read_postqueue, read_showq_socket
 from collectors.queue_model import QueueMessage
 from collectors.settings import Duration, StrictModel
@@ -60,6 +61,8 @@ class PostfixSection(StrictModel):
     enabled: bool | None = Field(default=None, description="null: on when a local Postfix is found")
     instances: list[PostfixInstance] = Field(default_factory=lambda: [PostfixInstance()])
     queue_scan_interval: Duration = 30.0
+    queue_read_timeout: Duration | None = Field(
+        default=None, description="a queue read that takes longer is abandoned (up 0); null: 80% of the interval")
 
     @field_validator("instances")
     @classmethod
@@ -71,6 +74,13 @@ class PostfixSection(StrictModel):
             raise ValueError("at least one instance is needed (or turn the postfix_queue collector off)")
         return instances
 
+    @model_validator(mode="after")
+    def _read_within_interval(self) -> PostfixSection:
+        if self.queue_read_timeout is not None and self.queue_read_timeout > self.queue_scan_interval:
+            raise ValueError(f"queue_read_timeout ({self.queue_read_timeout:g} s) must not exceed "
+                             f"queue_scan_interval ({self.queue_scan_interval:g} s)")
+        return self
+
 
 def postfix_present() -> bool:
     """Whether a local Postfix looks installed (for ``postfix.enabled: null``)."""
@@ -79,12 +89,19 @@ def postfix_present() -> bool:
 
 
 class PostfixQueueReader:
-    """Reads one instance's queue (a ``QueueReader``); the showq path is resolved once, here."""
+    """Reads one instance's queue (a ``QueueReader``); the showq path is resolved once, here.
+
+    A configured ``showq_path`` is used as it is: when it cannot be read, the instance is down,
+    never silently read through another instance's ``postqueue``. A discovered one falls back to
+    ``postqueue -j`` of the same instance (``-c`` its configuration directory).
+    """
 
     def __init__(self, instance: PostfixInstance) -> None:
         self.instance = instance
         self.name = instance.name
+        self.fallback = instance.showq_path is None
         self.showq_path = instance.showq_path or self._discover()
+        self.source_info = ("showq", self.showq_path)
 
     def _discover(self) -> str:
         try:
@@ -97,22 +114,35 @@ class PostfixQueueReader:
                         self.name, syslog_name, syslog_name)
         return os.path.join(queue_directory, "public", "showq")
 
+    def preflight(self) -> list[str]:
+        """A configured socket that does not exist (the discovered one may appear with Postfix)."""
+        if not self.fallback and not os.path.exists(self.showq_path):
+            return [f"postfix instance {self.name}: configured showq socket {self.showq_path} does not exist"]
+        return []
+
     def source(self) -> str:
-        """The socket and its fallback."""
+        """The socket and its fallback, if any."""
+        if not self.fallback:
+            return f"showq {self.showq_path} (configured; no fallback)"
         return f"showq {self.showq_path} (fallback: {' '.join(self.instance.postqueue_command())})"
 
-    def read(self) -> Iterator[QueueMessage]:
-        """The showq socket, else ``postqueue -j``; errors name both attempts."""
+    def read(self, deadline: Deadline) -> Iterator[QueueMessage]:
+        """The showq socket, else (for a discovered socket) ``postqueue -j``; errors name both attempts."""
         try:
-            messages = read_showq_socket(self.showq_path)
+            messages = read_showq_socket(self.showq_path, deadline)
         except ConnectionRefusedError as exc:
             raise MailSystemDown(f"Postfix is not running (showq socket {self.showq_path}: {exc})") from None
         except OSError as socket_error:
+            if not self.fallback:
+                raise OSError(f"configured showq socket {self.showq_path}: {socket_error.strerror or socket_error}") \
+                    from None
             command = self.instance.postqueue_command()
             try:
-                yield from read_postqueue(command)
+                self.source_info = ("postqueue", " ".join(command))
+                yield from read_postqueue(command, deadline)
             except OSError as fallback_error:
                 raise OSError(f"showq socket {self.showq_path}: {socket_error}; "
                               f"fallback {' '.join(command)}: {fallback_error}") from None
             return
+        self.source_info = ("showq", self.showq_path)
         yield from messages

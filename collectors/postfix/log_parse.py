@@ -10,11 +10,16 @@ Envelope forms accepted::
     Feb 24 16:18:40 host postfix/smtp[59649]: <message>        BSD, either day padding
     Απρ 15 12:20:28 host postfix/smtp[59649]: <message>        unknown month: timestamp None
     2025-04-09T08:25:46.392405+00:00 host postfix/relay/smtp[706]: <message>   RFC 3339
+    Dec  4 14:44:07 postfix/smtp[2097]: <message>               no host name (BSD or RFC 3339)
+    postfix-0 postfix/lmtp[216]: <message>                      one prefix word (container or pod
+                                                                 name), no timestamp: None
+    postfix/smtp[813]: <message>                                 the program alone: timestamp None
     <queue id>: to=<…>, relay=…, status=sent (…)                 bare message (journald, grok)
 
 The program is ``postfix/<svc>``, ``postfix/<name>/<svc>`` or ``postfix-<instance>/…``, or any
 ``<syslog_name>/…/<svc>`` whose last element is a Postfix daemon: ``instance`` is the first
-path element, ``service`` the last, ``program`` the whole path. Other programs (dovecot,
+path element, ``service`` the rest of the path (``smtp``, ``relay/smtp``: what lane rules
+match), ``program`` the whole path. Other programs (dovecot,
 kernel, …) are ``Ignored("foreign")``; Postfix lines that carry nothing the accounting uses
 (postscreen, TLS, anvil, warnings, …) are ``Ignored("postfix")``; anything malformed is
 ``Unparsed``.
@@ -38,6 +43,8 @@ from collectors.log_pipeline import Ignored, Unparsed
 
 PROBE_STATUSES = frozenset({"deliverable", "undeliverable", "undeliverable-but-not-cached"})
 DELIVERY_STATUSES = frozenset({"sent", "deferred", "bounced"}) | PROBE_STATUSES
+#: ``soft_bounce = yes`` logs a would-be bounce as this status; the message stays queued.
+SOFTBOUNCE = "SOFTBOUNCE"
 # Daemons that make a custom syslog_name (``mta-bulk/smtp``) recognisable as Postfix.
 POSTFIX_DAEMONS = frozenset({
     "anvil", "bounce", "cleanup", "discard", "dnsblog", "error", "flush", "local", "lmtp",
@@ -53,6 +60,7 @@ MAX_LINE_CHARS = 16384
 _CACHE_LIMIT = 4096
 _DAY = 86400.0
 _MISS = object()
+_NO_STAMP = object()  # one prefix word and no timestamp: an envelope only if a Postfix program follows
 _R = TypeVar("_R")
 
 
@@ -79,8 +87,24 @@ class MessageQueued:
 
 
 @dataclass(frozen=True, slots=True)
+class Submitted:
+    """smtpd (``client=``), qmqpd or pickup (``uid=``/``sender=``): a message entered the MTA from
+    outside, as opposed to one Postfix made itself (bounce notifications, local forwarding)."""
+
+    timestamp: float | None
+    instance: str | None
+    service: str | None
+    program: str
+    qid: str
+
+
+@dataclass(frozen=True, slots=True)
 class Delivery:
-    """A delivery status line from any delivery agent; ``probe`` for address-verification results."""
+    """A delivery status line from any delivery agent; ``probe`` for address-verification results.
+
+    ``status=SOFTBOUNCE`` (``soft_bounce = yes`` turned a bounce into a deferral) comes as
+    ``status="deferred"`` with ``soft_bounce`` set.
+    """
 
     timestamp: float | None
     instance: str | None
@@ -98,6 +122,7 @@ class Delivery:
     status: str
     text: str
     probe: bool
+    soft_bounce: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,7 +162,7 @@ class BounceNotice:
     new_qid: str
 
 
-Record = MessageQueued | Delivery | Expired | Removed | BounceNotice | Ignored | Unparsed
+Record = MessageQueued | Submitted | Delivery | Expired | Removed | BounceNotice | Ignored | Unparsed
 _Origin = tuple[str | None, str | None, str]
 
 
@@ -161,6 +186,7 @@ def _builder(cls: type[_R]) -> Callable[..., _R]:
 
 
 _queued = _builder(MessageQueued)
+_submitted = _builder(Submitted)
 _delivery_record = _builder(Delivery)
 _expired = _builder(Expired)
 _removed = _builder(Removed)
@@ -179,12 +205,14 @@ def _origin(tag: str) -> _Origin | bool | None:
     if not program or (bracket and not (pid[-1:] == "]" and pid[:-1].isdigit() and pid.isascii())):
         return False
     parts = program.split("/")
-    instance, service = parts[0], parts[-1]
     if not all(parts):
         return None
+    instance = parts[0]
     if instance == "postfix" or instance.startswith("postfix-") or (
-            len(parts) > 1 and service in POSTFIX_DAEMONS):
-        return instance, service, program
+            len(parts) > 1 and parts[-1] in POSTFIX_DAEMONS):
+        # The service is the whole path after the instance (``relay/smtp``), as master.cf names
+        # it: lane rules match it, and the last element alone would merge relay and bulk smtp.
+        return instance, program[len(instance) + 1:] or None, program
     return None
 
 
@@ -246,8 +274,6 @@ class PostfixLineParser:
         """(timestamp, origin) of ``<timestamp> <host> <program>[<pid>]``; a marker for foreign or
         malformed programs; None when ``head`` is no envelope at all (maybe a bare message)."""
         space = head.rfind(" ")
-        if space < 0:
-            return None
         tag = head[space + 1:]
         origin = self._origins.get(tag, _MISS)
         if origin is _MISS:
@@ -255,11 +281,17 @@ class PostfixLineParser:
             if len(self._origins) >= _CACHE_LIMIT:
                 self._origins.clear()
             self._origins[tag] = origin
+        if space < 0:  # the program alone (pasted logs), else a bare message such as "<qid>: to=…"
+            return (None, origin) if type(origin) is tuple else None
         timestamp = self._bsd_cache.get(head[:16], _MISS) if space > 16 else _MISS
         if timestamp is _MISS:
             timestamp = self._timestamp(head, space)
         if timestamp is _MISS:
             return None
+        if timestamp is _NO_STAMP:
+            if type(origin) is not tuple:  # free text that happens to have a colon: not an envelope
+                return None
+            timestamp = None
         if origin is None:
             return IGNORED_FOREIGN
         if origin is False:
@@ -269,21 +301,28 @@ class PostfixLineParser:
     # -- timestamps -------------------------------------------------------------------------
 
     def _timestamp(self, head: str, space: int) -> float | object | None:
-        """The timestamp of ``<timestamp> <host> <tag>`` (``head``; ``space`` precedes the tag),
-        _MISS when there is no valid timestamp followed by a host."""
+        """The timestamp of ``<timestamp> [<host>] <tag>`` (``head``; ``space`` precedes the tag),
+        _NO_STAMP for a single prefix word without timestamp (a container name), _MISS otherwise."""
         first = head.find(" ")
         if head[:1].isdigit():
-            return self._rfc3339(head[:first]) if 0 < first < space - 1 else _MISS
-        if head[15:16] == " " and space > 16:
+            if 0 < first < space - 1 or first == space:  # with or without a host
+                timestamp = self._rfc3339(head[:first])
+                if timestamp is not _MISS:
+                    return timestamp
+        elif head[15:16] == " " and space > 16:
             timestamp = self._bsd(head[:3], head[4:6], head[7:15]) if head[3] == " " == head[6] else _MISS
             if timestamp is not _MISS:
                 if len(self._bsd_cache) >= _CACHE_LIMIT:
                     self._bsd_cache.clear()
                 self._bsd_cache[head[:16]] = timestamp  # type: ignore[assignment]
                 return timestamp
-        # Localized month names need not be three characters long: split on spaces instead.
+        # The rare forms, tried only when the usual one failed: localized month names (not always
+        # three characters: split on spaces), no host name (logs collected or pasted without
+        # it), or one word such as a container name and no timestamp at all.
         words = head[:space].split(None, 3)
-        return self._bsd(*words[:3]) if len(words) == 4 else _MISS
+        if len(words) == 4 or len(words) == 3:
+            return self._bsd(*words[:3])
+        return _NO_STAMP if first == space else _MISS
 
     def _bsd(self, month_name: str, day_text: str, clock_text: str) -> float | object | None:
         """BSD timestamp parts -> epoch; None for an unknown (localized) month; _MISS if malformed."""
@@ -388,6 +427,10 @@ def parse_message(message: str, timestamp: float | None, origin: _Origin) -> Rec
             return _delivery(timestamp, origin, qid, rest)
         if start == "fro" and rest[:6] == "from=<":
             return _qmgr_from(timestamp, origin, qid, rest)
+        # smtpd/qmqpd "client=…", pickup "uid=… from=<…>" (older: "sender=…"): mail from outside.
+        if (start == "cli" and rest[:7] == "client=") or (start == "uid" and rest[3:4] == "=") or (
+                start == "sen" and rest[:7] == "sender="):
+            return _submitted(timestamp, *origin, qid)
         if rest == "removed":
             return _removed(timestamp, *origin, qid)
         notice_end = rest.find(" notification: ")
@@ -419,8 +462,11 @@ def _delivery(timestamp: float | None, origin: _Origin, qid: str, rest: str) -> 
     if status_at < 0:
         return UNPARSED_MESSAGE
     status, _, text = rest[status_at + 9:].partition(" ")
+    soft_bounce = False
     if status not in DELIVERY_STATUSES:
-        return UNPARSED_MESSAGE
+        if status != SOFTBOUNCE:
+            return UNPARSED_MESSAGE
+        status, soft_bounce = "deferred", True
     if text[:1] == "(":
         text = text[1:-1] if text[-1:] == ")" else text[1:]
     orig_to = relay = delays = tls = dsn = None
@@ -443,7 +489,7 @@ def _delivery(timestamp: float | None, origin: _Origin, qid: str, rest: str) -> 
         elif key == "conn_use" and value.isdigit():
             conn_use = int(value)
     return _delivery_record(timestamp, *origin, qid, to, orig_to, relay, conn_use, delay, delays, tls, dsn,
-                            status, text, status in PROBE_STATUSES)
+                            status, text, status in PROBE_STATUSES, soft_bounce)
 
 
 def _number(value: str) -> float | None:

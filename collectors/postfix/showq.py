@@ -16,10 +16,14 @@ import socket
 from collections.abc import Iterable, Iterator, Sequence
 
 from collectors.command import CommandError, stream
+from collectors.deadline import Deadline
 from collectors.queue_model import QueueMessage, QueueRecipient
 
 POSTFIX_QUEUES = ("maildrop", "incoming", "active", "deferred", "hold")
 _CHUNK = 1 << 20
+#: Longest attribute name or value accepted (a defer reason is a few hundred bytes): a stream
+#: without separators must not grow a buffer without bound.
+MAX_TOKEN = 1 << 20
 
 
 class ShowqProtocolError(ValueError):
@@ -56,6 +60,8 @@ def decode_showq(chunks: Iterable[bytes]) -> Iterator[QueueMessage]:
     for chunk in chunks:
         tokens = (tail + chunk).split(b"\0")
         tail = tokens.pop()
+        if len(tail) > MAX_TOKEN:
+            raise ShowqProtocolError(f"showq sent more than {MAX_TOKEN} bytes without a separator")
         for token in tokens:
             if name is not None:
                 if name == b"recipient":
@@ -83,10 +89,14 @@ def decode_showq(chunks: Iterable[bytes]) -> Iterator[QueueMessage]:
     raise ShowqProtocolError("showq stream ended before the end-of-listing marker")
 
 
-def read_showq_socket(path: str, timeout: float = 60.0) -> Iterator[QueueMessage]:
-    """Connect to a showq unix socket and stream its listing."""
+def read_showq_socket(path: str, deadline: Deadline) -> Iterator[QueueMessage]:
+    """Connect to a showq unix socket and stream its listing, within ``deadline``.
+
+    Connection errors are raised at once (the caller may fall back to ``postqueue``); a listing
+    that hangs or drips raises ``ReadTimeout`` at the deadline.
+    """
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(timeout)
+    sock.settimeout(deadline.wait())
     try:
         sock.connect(path)
     except OSError:
@@ -95,7 +105,15 @@ def read_showq_socket(path: str, timeout: float = 60.0) -> Iterator[QueueMessage
 
     def chunks() -> Iterator[bytes]:
         with sock:
-            while data := sock.recv(_CHUNK):
+            while True:
+                deadline.check()
+                sock.settimeout(deadline.wait())
+                try:
+                    data = sock.recv(_CHUNK)
+                except TimeoutError:
+                    continue
+                if not data:
+                    return
                 yield data
 
     return decode_showq(chunks())
@@ -133,10 +151,10 @@ def _postqueue_exit(argv: Sequence[str], returncode: int, stderr: str) -> None:
         raise MailSystemDown(stderr)
 
 
-def read_postqueue(argv: Sequence[str], timeout: float = 120.0) -> Iterator[QueueMessage]:
-    """Run ``postqueue -j`` (``argv``) and stream its messages.
+def read_postqueue(argv: Sequence[str], deadline: Deadline) -> Iterator[QueueMessage]:
+    """Run ``postqueue -j`` (``argv``) and stream its messages, within ``deadline``.
 
     Fails on a non-zero exit, and with ``MailSystemDown`` when postqueue says it read the queue
     directly because the mail system is down: a stopped MTA must not look healthy.
     """
-    return decode_postqueue_json(stream(argv, timeout=timeout, check=_postqueue_exit))
+    return decode_postqueue_json(stream(argv, deadline, check=_postqueue_exit))

@@ -8,14 +8,14 @@ file's first ``fp_len`` bytes, which guards against a recycled inode number. Wri
 
 from __future__ import annotations
 
-import contextlib
+import gzip
 import json
 import logging
 import os
 import stat
 import zlib
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
 from collectors.base import Clock
 from collectors.files import atomic_write
@@ -25,6 +25,8 @@ log = logging.getLogger("mtaq.tailer")
 
 #: How many leading bytes of a file the restart fingerprint covers.
 FINGERPRINT_BYTES = 1024
+#: A checkpoint holds a few records per path: anything larger is not ours.
+MAX_CHECKPOINT_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -49,16 +51,21 @@ def record_of(h: Handle) -> Record:
     return Record(h.dev, h.ino, offset, h.discarding, h.fp_len, h.fp)
 
 
-def locate(path: str, rec: Record, clock: Clock) -> tuple[Handle, bool] | None:
-    """Open the checkpointed file: at ``path`` or among its rotated siblings in the same directory
-    (``mail.log.1``, ``mail.log-20240101``, ``maillog.20240101-120000``). Returns the handle and
-    whether it is the file at ``path``, or None when it is gone."""
+def _siblings(path: str) -> list[str]:
+    """Files beside ``path`` whose names start with its name: where rotation puts it."""
     directory, base = os.path.split(path)
-    candidates = [path]
-    with contextlib.suppress(OSError):
-        candidates += [os.path.join(directory, name) for name in sorted(os.listdir(directory))
-                       if name.startswith(base) and name != base]
-    for candidate in candidates:
+    try:
+        names = sorted(os.listdir(directory))
+    except OSError:
+        return []
+    return [os.path.join(directory, name) for name in names if name.startswith(base) and name != base]
+
+
+def locate(path: str, rec: Record, clock: Clock) -> tuple[Handle, bool] | None:
+    """Open the checkpointed file itself (same inode, same first bytes): at ``path`` or renamed
+    among its siblings (``mail.log.1``, ``mail.log-20240101``, ``maillog.20240101-120000``).
+    Returns the handle and whether it is the file at ``path``, or None."""
+    for candidate in [path, *_siblings(path)]:
         try:
             st = os.stat(candidate)
         except OSError:
@@ -74,23 +81,62 @@ def locate(path: str, rec: Record, clock: Clock) -> tuple[Handle, bool] | None:
         if (st.st_dev, st.st_ino) != (rec.dev, rec.ino) or (
             rec.fp_len and zlib.crc32(os.pread(fd, rec.fp_len, 0)) != rec.fp
         ):
-            # Same inode number, different content: the number was recycled.
+            # Same inode number, other first bytes: the number was recycled, or the file was
+            # truncated and written anew (copytruncate) while we were down.
             os.close(fd)
             continue
         return Handle(fd, st, clock()), candidate == path
     return None
 
 
+def _open_any(path: str) -> IO[bytes]:
+    raw = open(path, "rb")  # noqa: SIM115 - returned to the caller, who closes it
+    if raw.read(2) == b"\x1f\x8b":
+        raw.seek(0)
+        return gzip.GzipFile(fileobj=raw)  # closing it leaves raw to the garbage collector
+    raw.seek(0)
+    return raw
+
+
+def find_copy(path: str, rec: Record) -> tuple[str, IO[bytes]] | None:
+    """A rotated copy of the checkpointed file among ``path``'s siblings, plain or gzip: the one
+    whose first ``fp_len`` bytes have the checkpointed fingerprint and which reaches the
+    checkpointed offset. Returns its name and a stream positioned at that offset, or None.
+
+    This is what copytruncate (the copy is a new file, the original truncated) and compressed
+    rotation (``mail.log.1.gz``) leave behind; the inode cannot find them, the content can.
+    """
+    if not rec.fp_len:
+        return None
+    for candidate in _siblings(path):
+        try:
+            stream = _open_any(candidate)
+        except OSError:
+            continue
+        try:
+            if zlib.crc32(stream.read(rec.fp_len)) == rec.fp:
+                # A gzip stream stops seeking at its end; a plain file would seek past it.
+                long_enough = isinstance(stream, gzip.GzipFile) or os.fstat(stream.fileno()).st_size >= rec.offset
+                if long_enough and stream.seek(rec.offset) == rec.offset:
+                    return candidate, stream
+        except (OSError, EOFError, zlib.error):
+            pass
+        stream.close()
+    return None
+
+
 class CheckpointStore:
     """Loads the checkpoint once and writes it at most every ``interval`` seconds (``due()``).
 
-    ``error`` says why the last load or write failed, None when fine.
+    ``error`` says why the last load or write failed, None when fine; ``write_errors`` counts
+    failed writes. A failure is logged once, until it changes or a write succeeds.
     """
 
     def __init__(self, path: str | None, interval: float, clock: Clock) -> None:
         self.path = path
         self.interval = interval
         self.error: str | None = None
+        self.write_errors = 0
         self._clock = clock
         self._last_written: dict[str, Any] | None = None
         self._last_write = clock()
@@ -102,10 +148,17 @@ class CheckpointStore:
             return {}
         try:
             with open(path, "rb") as f:
-                raw = json.loads(f.read())
+                data = f.read(MAX_CHECKPOINT_BYTES + 1)
+            if len(data) > MAX_CHECKPOINT_BYTES:
+                raise ValueError(f"larger than {MAX_CHECKPOINT_BYTES} bytes")
+            raw = json.loads(data)
             if not isinstance(raw, dict):
                 raise ValueError(f"top level is {type(raw).__name__}, not an object")
         except FileNotFoundError:
+            return {}
+        except RecursionError:
+            self.error = f"unusable checkpoint {path}: nested too deeply"
+            log.warning("%s; ignoring it", self.error)
             return {}
         except (OSError, ValueError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
             self.error = f"unusable checkpoint {path}: {exc}"
@@ -138,11 +191,19 @@ class CheckpointStore:
         try:
             atomic_write(self.path, json.dumps(state, sort_keys=True, separators=(",", ":")).encode())
         except OSError as exc:
-            self.error = f"cannot write checkpoint {self.path}: {exc}"
-            log.error("%s", self.error)
+            self.failed(f"cannot write checkpoint {self.path}: {exc}")
             return
+        if self.error is not None:
+            log.info("checkpoint %s written again", self.path)
         self._last_written = state
         self.error = None
+
+    def failed(self, error: str) -> None:
+        """Count a failed write; log it unless it is the one already reported."""
+        self.write_errors += 1
+        if error != self.error:
+            log.error("%s; the previous checkpoint stays (retrying)", error)
+        self.error = error
 
 
 def _parse_record(obj: Any) -> Record:

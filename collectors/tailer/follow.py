@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import IO, Any, Literal
 
 from collectors.base import Clock
-from collectors.tailer.checkpoint import CheckpointStore, Record, locate, record_of, render_entry
+from collectors.tailer.checkpoint import CheckpointStore, Record, find_copy, locate, record_of, render_entry
 from collectors.tailer.source import Handle, Hint, Source, SourceStats
 from collectors.tailer.stdin import StdinReader
 from collectors.tailer.wake import Waker
@@ -99,6 +99,11 @@ class Tailer:
     def checkpoint_error(self) -> str | None:
         """Why the last checkpoint load or write failed, None when fine."""
         return self._checkpoint.error
+
+    @property
+    def checkpoint_write_errors(self) -> int:
+        """Failed checkpoint writes since the start."""
+        return self._checkpoint.write_errors
 
     # ------------------------------------------------------------------ public API
 
@@ -479,30 +484,33 @@ class Tailer:
             src.hint = Hint(st.st_dev, st.st_ino, st.st_size, None)
 
     def _resume(self, src: Source, records: list[Record]) -> None:
+        """Continue every checkpointed file of ``src`` where it was left.
+
+        The file itself (same inode and first bytes, at the path or renamed beside it) is
+        continued from its offset. When it is gone or was truncated while we were down
+        (copytruncate, compressed rotation), the rest is read from the rotated copy that has its
+        first bytes, plain or gzip, before the current file is read from its start.
+        """
         now = self._clock()
         for rec in records:
             found = locate(src.path, rec, self._clock)
+            if found is not None and rec.offset > os.fstat(found[0].fd).st_size:
+                truncated, at_path = found
+                found = None
+                log.info("%s: shorter than the checkpointed offset %d: truncated while we were down", src.name,
+                         rec.offset)
+                if at_path and src.current is None:
+                    self._seek(truncated, 0)
+                    src.current = truncated
+                else:
+                    os.close(truncated.fd)
             if found is None:
-                log.warning(
-                    "%s: checkpointed file (dev %d, inode %d) is gone; whatever was written to it "
-                    "after offset %d while we were down is lost",
-                    src.name,
-                    rec.dev,
-                    rec.ino,
-                    rec.offset,
-                )
+                self._drain_copy(src, rec)
                 continue
             h, at_path = found
-            if rec.offset <= os.fstat(h.fd).st_size:
-                self._seek(h, rec.offset)
-                h.discarding = rec.discarding
-                h.fp_len, h.fp = rec.fp_len, rec.fp
-            else:
-                log.info(
-                    "%s: shorter than the checkpointed offset %d; truncated while we were down, reading from the start",
-                    src.name,
-                    rec.offset,
-                )
+            self._seek(h, rec.offset)
+            h.discarding = rec.discarding
+            h.fp_len, h.fp = rec.fp_len, rec.fp
             h.last_data = now
             if at_path and src.current is None:
                 src.current = h
@@ -512,6 +520,25 @@ class Tailer:
         if src.current is None:
             # New since the checkpoint (rotated while we were down, or appeared): all of it is new.
             self._open_current(src, counted=False)
+
+    def _drain_copy(self, src: Source, rec: Record) -> None:
+        """Read the rest of a checkpointed file from its rotated copy, to the end, now: a copy
+        (rotated, maybe compressed) does not grow any more."""
+        copy = find_copy(src.path, rec)
+        if copy is None:
+            log.warning("%s: checkpointed file (inode %d) is gone and no rotated copy has its first bytes; "
+                        "whatever was written to it after offset %d while we were down is lost",
+                        src.name, rec.ino, rec.offset)
+            return
+        name, stream = copy
+        log.info("%s: reading the rest of the checkpointed file from %s (offset %d)", src.name, name, rec.offset)
+        h = Handle(-1, None, self._clock())
+        h.discarding = rec.discarding
+        with stream:
+            while chunk := stream.read(self._read_size):
+                src.stats.bytes += len(chunk)
+                self._feed(src, h, chunk)
+        self._flush_partial(src, h)
 
     # ------------------------------------------------------------------ stdin
 
@@ -586,7 +613,6 @@ class Tailer:
         try:
             state = self._checkpoint_state()
         except OSError as exc:
-            self._checkpoint.error = f"cannot build checkpoint: {exc}"
-            log.error("%s", self._checkpoint.error)
+            self._checkpoint.failed(f"cannot build checkpoint: {exc}")
             return
         self._checkpoint.write(state)

@@ -11,15 +11,18 @@ modification time places them.
 
     files            [{path, lines, first_timestamp, last_timestamp}]  (epoch seconds or null)
     lines            {total, parsed, ignored, unparsed}
-    received         {lane: messages}
+    received         {lane: messages}     (once per queue id; the MTA's own notifications apart, as pflogsumm)
+    notifications    {type: messages}     (non_delivery, delay, delivery_status: made by the MTA itself)
     by_lane          {lane: {sent, deferred, bounced, deferred_messages}}   (attempts, then messages)
     by_provider      {provider: {sent, deferred, bounced, deferred_messages, retry_rate}}
+                     ("local": hops that stay on the host, content filters and local mailboxes)
     deferral_reasons [{provider, reason, count, sample}]                  (largest first)
     bounces          {hard, soft, hard_ratio, by_reason: [{type, lane, provider, reason, count, sample}]}
     dead_letters     {total, by_reason: [{lane, provider, reason, count}],
                       recent: [{qid, sender, lane, provider, reason, text, first_seen, expired_at,
                                 forced, attempts, pending_recipients}]}
     self_deferrals   {reason: count}
+    soft_bounce_deferrals {reason: count}  (would-be bounces deferred by the MTA's soft-bounce mode)
     verify_probes    {status: count}
     delivery_delay   [{lane, status, count, mean_seconds}]
     tracked_at_end   messages still in flight (or pending) when the logs end
@@ -185,6 +188,7 @@ def report(processor: LogProcessor, files: list[dict[str, Any]]) -> dict[str, An
         "files": files,
         "lines": {"total": sum(lines.values()), **lines},
         "received": {lane: n for (lane,), n in sorted(snap.messages_received.items())},
+        "notifications": {kind: n for (kind,), n in _ranked(snap.notifications)},
         "by_lane": dict(sorted(by_lane.items())),
         "by_provider": dict(sorted(by_provider.items(), key=lambda kv: (-sum(kv[1].values()), kv[0]))),
         "deferral_reasons": [
@@ -211,6 +215,7 @@ def report(processor: LogProcessor, files: list[dict[str, Any]]) -> dict[str, An
                 for d in reversed(snap.dead_letter_log)],
         },
         "self_deferrals": {reason: n for (reason,), n in _ranked(snap.self_deferrals)},
+        "soft_bounce_deferrals": {reason: n for (reason,), n in _ranked(snap.soft_bounces)},
         "verify_probes": {status: n for (status,), n in _ranked(snap.probes)},
         "delivery_delay": [
             {"lane": lane, "status": status, "count": h.count,
@@ -232,13 +237,16 @@ def render(doc: dict[str, Any], top: int) -> str:
     out.append("")
     out.append("Messages received by lane: " + (", ".join(f"{lane} {n}" for lane, n in doc["received"].items())
                                                   or "none"))
+    if doc["notifications"]:
+        out.append("Notifications the MTA made itself (not received mail): "
+                   + ", ".join(f"{kind} {n}" for kind, n in doc["notifications"].items()))
     out.append("")
     out.append("Delivery attempts by lane (deferred msgs = unique messages deferred at least once)")
     out += table(["lane", "sent", "deferred", "bounced", "deferred msgs"],
                  [[lane, r["sent"], r["deferred"], r["bounced"], r["deferred_messages"]]
                   for lane, r in doc["by_lane"].items()], indent="  ")
     out.append("")
-    out.append("Delivery attempts by provider (retry rate = deferred / all attempts)")
+    out.append("Delivery attempts by provider (retry rate = deferred / all attempts; local = hops on this host)")
     out += table(["provider", "sent", "deferred", "bounced", "deferred msgs", "retry rate"],
                  [[provider, r["sent"], r["deferred"], r["bounced"], r["deferred_messages"],
                    f"{100 * r['retry_rate']:.1f}%"] for provider, r in list(doc["by_provider"].items())[:top]],
@@ -269,6 +277,9 @@ def render(doc: dict[str, Any], top: int) -> str:
     out.append("")
     out.append("Self-inflicted deferrals (not counted as provider retries): "
                + (", ".join(f"{reason} {n}" for reason, n in doc["self_deferrals"].items()) or "none"))
+    if doc["soft_bounce_deferrals"]:
+        out.append("Soft-bounce mode is on: would-be bounces deferred instead: "
+                   + ", ".join(f"{reason} {n}" for reason, n in doc["soft_bounce_deferrals"].items()))
     if doc["verify_probes"]:
         out.append("Address-verification probes (not deliveries): "
                    + ", ".join(f"{status} {n}" for status, n in doc["verify_probes"].items()))

@@ -1,5 +1,6 @@
-"""``mtaq-exporter check-config``: validate the configuration, build the collectors it turns on
-(without starting them), say what each would read, and exit."""
+"""``mtaq-exporter check-config``: validate the configuration as the agent does (the web-config
+file too), build the collectors it turns on without starting them, check that what they would
+read exists (the agent itself waits for that), say what each would read, and exit."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from collectors.classify import Classifier
 from collectors.settings import ConfigError
 from exporter.agent import build_collectors
 from exporter.commands.flags import WEB_FLAGS, add_config_flags, collector_flags, exit_on_config_error, load
+from exporter.web_config import load_web_config
 
 
 def main(argv: list[str]) -> int:
@@ -18,9 +20,14 @@ def main(argv: list[str]) -> int:
     add_config_flags(parser, flags, switches=True)
     config = load(parser.parse_args(argv), flags)
     try:
+        if config.web.config_file:
+            load_web_config(config.web.config_file)
         collectors = build_collectors(config, Classifier(config))
     except ConfigError as exc:
         exit_on_config_error(exc)
+    problems = [problem for c in collectors for problem in c.preflight()]
+    if problems:
+        exit_on_config_error(ConfigError(problems))
     print(f"configuration OK: lanes {', '.join(config.lanes.names)}; "
           f"collectors: {', '.join(c.id for c in collectors) or 'none'}")
     for collector in collectors:

@@ -19,6 +19,7 @@ from importlib import resources
 
 from collectors import postfix_log, postfix_queue
 from collectors.classify import Classifier
+from collectors.deadline import Deadline
 from collectors.log_collector import LogCollector
 from collectors.postfix.instance import MTA
 from collectors.postfix.log_events import POSTFIX_LOG
@@ -31,13 +32,15 @@ from exporter.config import Config
 #: The syslog_name of the lab instance the data was captured from: its mta_instance.
 DEMO_INSTANCE = "postfix-lab"
 
-DEMO_LANES = {
+#: The lab's lanes, and its provider simulator on loopback standing in for the providers.
+DEMO_CLASSIFICATION = {
     "lanes": {
         "rules": [
             {"lane": "high", "match": {"sender": "*@alerts.example.com"}},
             {"lane": "low", "match": {"sender_domain": "bulk.example.com"}},
         ]
-    }
+    },
+    "local_delivery": {"loopback": False},
 }
 
 
@@ -58,6 +61,7 @@ class BundledQueue:
     """The captured queue as a ``QueueReader``."""
 
     name = DEMO_INSTANCE
+    source_info = ("bundled", "demo_queue.jsonl")
 
     def __init__(self, messages: list[QueueMessage]) -> None:
         self.messages = messages
@@ -66,7 +70,11 @@ class BundledQueue:
         """Where the data comes from."""
         return "the bundled demo queue (a captured postqueue -j listing)"
 
-    def read(self) -> Iterator[QueueMessage]:
+    def preflight(self) -> list[str]:
+        """Bundled data has no problems to report."""
+        return []
+
+    def read(self, _deadline: Deadline) -> Iterator[QueueMessage]:
         """The same messages at every scan."""
         return iter(self.messages)
 
@@ -89,7 +97,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--web.listen-address", dest="listen", default=":10154")
     parser.add_argument("--lines-per-second", type=float, default=50, help="log replay pace (default 50)")
     args = parser.parse_args(argv)
-    config = Config.model_validate({**DEMO_LANES, "web": {"listen_address": args.listen}})
+    config = Config.model_validate({**DEMO_CLASSIFICATION, "web": {"listen_address": args.listen}})
     classifier = Classifier(config)
     queue = QueueCollector(postfix_queue.ID, MTA, [BundledQueue(shifted_queue(time.time()))], classifier,
                            POSTFIX_QUEUES)

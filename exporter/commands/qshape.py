@@ -20,6 +20,7 @@ from pathlib import Path
 
 from collectors import postfix_queue
 from collectors.classify import Classifier, domain_of, relay_host
+from collectors.deadline import Deadline
 from collectors.postfix.instance import PostfixQueueReader
 from collectors.postfix.showq import POSTFIX_QUEUES, decode_postqueue_json
 from collectors.queue_model import QueueMessage
@@ -27,6 +28,8 @@ from exporter.commands.flags import add_config_flags, collector_flags, load
 from exporter.render import table
 
 EDGES_MINUTES = (5, 10, 20, 40, 80, 160, 320, 640, 1280)
+#: Seconds the whole queue read may take from the shell (a million-message queue takes minutes).
+QSHAPE_READ_TIMEOUT = 600.0
 BUCKETS = (*(f"{e}m" for e in EDGES_MINUTES), "1280m+")  # each labelled by its upper edge
 
 
@@ -92,7 +95,8 @@ def main(argv: list[str]) -> int:
         if args.from_json:
             messages: list[QueueMessage] = list(decode_postqueue_json(Path(args.from_json).read_text().splitlines()))
         else:
-            messages = [m for i in config.postfix.instances for m in PostfixQueueReader(i).read()]
+            deadline = Deadline(QSHAPE_READ_TIMEOUT)
+            messages = [m for i in config.postfix.instances for m in PostfixQueueReader(i).read(deadline)]
     except (OSError, ValueError) as exc:
         print(f"mtaq-exporter qshape: cannot read the queue: {exc}", file=sys.stderr)
         return 2

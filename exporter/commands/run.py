@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import sys
 import threading
@@ -22,7 +23,10 @@ from exporter.commands.flags import (
     load,
     setup_logging,
 )
+from exporter.http import ListenError
 from exporter.registry import FamilyConflictError
+
+log = logging.getLogger("mtaq")
 
 USAGE = """commands (mtaq-exporter COMMAND --help for each):
   demo          the agent on bundled real Postfix data
@@ -49,13 +53,27 @@ def run_agent(config: Any, collectors: Sequence[BaseCollector] | None = None, *,
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
-    agent.start()
+        for sig in (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
+            signal.signal(sig, _ignored)
+    try:
+        agent.start()
+    except ListenError as exc:
+        agent.stop()
+        print(f"mtaq-exporter: {exc}", file=sys.stderr)
+        return 2
     print(f"mtaq-exporter {__version__} serving on port {agent.port} (Ctrl-C to stop)", file=sys.stderr)
     if ready is not None:
         ready.set()
     stop.wait()
     agent.stop()
     return 0
+
+
+def _ignored(signum: int, _frame: object) -> None:
+    # The default action of these signals is to end the process at once, without the final
+    # checkpoint; a configuration reload would have to rebuild every collector: not supported.
+    log.warning("received %s: ignored (configuration reload is not supported; restart the agent)",
+                signal.Signals(signum).name)
 
 
 def main(argv: list[str]) -> int:

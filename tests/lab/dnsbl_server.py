@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Self
 
-from dnslib import QTYPE, RCODE, RR, TXT, A, DNSRecord
+from dnslib import CNAME, QTYPE, RCODE, RR, TXT, A, DNSRecord
 from dnslib.server import BaseResolver, DNSError, DNSHandler, DNSLogger, DNSServer
 
 from collectors.dnsbl_catalogue import DnsblSettings
@@ -23,12 +23,21 @@ from collectors.dnsbl_catalogue import DnsblSettings
 
 @dataclass(frozen=True)
 class Entry:
-    """How one name (or every name under a zone) answers."""
+    """How one name (or every name under a zone) answers.
+
+    Malformed answers, as broken resolvers and middleboxes send them: ``owner`` puts the A
+    records under another name than the one asked; ``txt_for_a`` answers TXT to an A question;
+    ``cname`` answers a CNAME to that name, followed by the target's A records if it has any
+    (a CNAME to a name without an entry dangles).
+    """
 
     a: tuple[str, ...] = ()
     txt: tuple[str, ...] = ()
     rcode: str = "NOERROR"
     drop: bool = False
+    owner: str | None = None
+    txt_for_a: bool = False
+    cname: str | None = None
 
 
 class FakeDnsbl(BaseResolver):
@@ -132,9 +141,16 @@ class FakeDnsbl(BaseResolver):
                 reply.header.rcode = RCODE.NXDOMAIN
             elif entry.rcode != "NOERROR":
                 reply.header.rcode = getattr(RCODE, entry.rcode)
+            elif entry.cname is not None:
+                reply.add_answer(RR(qname, QTYPE.CNAME, rdata=CNAME(entry.cname), ttl=60))
+                target = self._lookup(entry.cname.rstrip(".").lower())
+                for address in target.a if target is not None and qtype == "A" else ():
+                    reply.add_answer(RR(entry.cname, QTYPE.A, rdata=A(address), ttl=60))
+            elif qtype == "A" and entry.txt_for_a:
+                reply.add_answer(RR(qname, QTYPE.TXT, rdata=TXT("not an address"), ttl=60))
             elif qtype == "A":
                 for address in entry.a:
-                    reply.add_answer(RR(qname, QTYPE.A, rdata=A(address), ttl=60))
+                    reply.add_answer(RR(entry.owner or qname, QTYPE.A, rdata=A(address), ttl=60))
             elif qtype == "TXT":
                 for text in entry.txt:
                     reply.add_answer(RR(qname, QTYPE.TXT, rdata=TXT(text), ttl=60))
