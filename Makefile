@@ -3,28 +3,43 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 # Debian packages the real-component tests use (SPEC §7); installed only as root and when missing.
-DEBS   := postfix prometheus prometheus-alertmanager pflogsumm
+# chromium (with its driver package) renders the status page in the browser tests.
+DEBS   := postfix prometheus prometheus-alertmanager pflogsumm chromium chromium-driver
 BENCH_DEBS := prometheus-postfix-exporter mtail
+# Postfix's tools live in /usr/sbin, which Debian leaves out of a normal user's PATH: the agent
+# finds Postfix (postconf) and falls back to postqueue -j through it.
+RUN_PATH := $(PATH):/usr/local/sbin:/usr/sbin:/sbin
+PIP := $(BIN)/pip install --quiet --disable-pip-version-check
 
-.PHONY: run demo test test-unit lint setup system-deps bench clean
+.PHONY: run demo test test-unit lint setup setup-run system-deps bench clean
 
-run: setup
-	@if [ -S /var/spool/postfix/public/showq ] || [ -n "$$MTAQ_CONFIG_FILE" ]; then \
+# The agent when a configuration is given (MTAQ_CONFIG_FILE or --config.file in ARGS) or Postfix is
+# found the way the agent finds it; the demo otherwise. ARGS go to either (both take the web flags).
+run: setup-run
+	@export PATH="$(RUN_PATH)"; \
+	if [ -n "$$MTAQ_CONFIG_FILE" ] || case " $(ARGS)" in *" --config.file"*) true;; *) false;; esac || \
+		$(BIN)/python -c 'import sys; from collectors.postfix.instance import postfix_present; sys.exit(not postfix_present())'; then \
 		exec $(BIN)/mtaq-exporter $(ARGS); \
 	else \
-		echo "no local Postfix found: running the demo on bundled real Postfix data"; \
+		echo "no local Postfix found (postconf, showq socket): running the demo on bundled real Postfix data"; \
 		exec $(BIN)/mtaq-exporter demo $(ARGS); \
 	fi
 
-demo: setup
+demo: setup-run
 	$(BIN)/mtaq-exporter demo $(ARGS)
 
-setup: $(VENV)/.installed
+# Running needs the package and its dependencies only; the test tools come with `make test`.
+setup-run: $(VENV)/.installed-run
+setup: $(VENV)/.installed-test
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed-run: pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "mtaq-exporter needs Python 3.11 or newer: make run PYTHON=python3.11")'
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(PIP) -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed-run
+	$(PIP) -e '.[test]'
 	touch $@
 
 system-deps:
@@ -58,4 +73,4 @@ bench: setup system-deps
 	$(BIN)/python -m bench.dnsbl_bench
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info build

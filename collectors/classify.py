@@ -21,6 +21,7 @@ from typing import Annotated
 import yaml
 from pydantic import Field, field_validator, model_validator
 
+from collectors.lane_objectives import LaneObjective, resolve
 from collectors.settings import StrictModel
 
 OTHER = "other"
@@ -86,6 +87,8 @@ class LanesConfig(StrictModel):
     names: list[str] = Field(default_factory=lambda: ["high", "normal", "low"])
     default: str = "normal"
     rules: list[LaneRule] = Field(default_factory=list)
+    objectives: dict[str, LaneObjective] = Field(
+        default_factory=dict, description="per lane: max_messages, max_oldest_age, critical_oldest_age")
 
     @field_validator("names")
     @classmethod
@@ -104,7 +107,15 @@ class LanesConfig(StrictModel):
         for i, rule in enumerate(self.rules):
             if rule.lane not in self.names:
                 raise ValueError(f"rules[{i}].lane {rule.lane!r} is not one of names {self.names}")
+        for lane in self.objectives:
+            if lane not in self.names:
+                raise ValueError(f"objectives.{lane}: {lane!r} is not one of names {self.names}")
+        self.resolved_objectives()  # a completed objective must be consistent too
         return self
+
+    def resolved_objectives(self) -> dict[str, LaneObjective]:
+        """Every lane's complete objectives (``collectors/lane_objectives.py``: built-in and fallbacks)."""
+        return resolve(self.names, self.default, self.objectives)
 
 
 class ProviderEntry(StrictModel):
@@ -276,6 +287,14 @@ class Classifier:
         self._lane_cache: dict[tuple[str | None, ...], str] = {}
         self._provider_cache: dict[tuple[str, str | None], str] = {}
         self._reason_cache: dict[tuple[str | None, bytes], str] = {}
+
+    def provider_domains(self) -> dict[str, list[str]]:
+        """The recipient domains of each provider in the table (hosted domains, known only by
+        their MX, are not among them)."""
+        domains: dict[str, list[str]] = {}
+        for domain, name in sorted(self._domains.items()):
+            domains.setdefault(name, []).append(domain)
+        return domains
 
     def lane(self, sender: str | None, recipient_domain: str | None = None,
              instance: str | None = None, service: str | None = None) -> str:

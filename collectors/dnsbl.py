@@ -189,4 +189,6 @@ SPEC = CollectorSpec(
     default="off (`dnsbl.enabled`)",
     needs="a recursive resolver of your own",
     factory=_build,
+    routes=(("GET", "/api/v1/blocklists"), ("POST", "/api/v1/blocklists/check")),
+    disabled="blocklist checks are not enabled: set dnsbl.enabled: true and dnsbl.targets (or --collector.dnsbl)",
 )

@@ -62,6 +62,16 @@ COLLECTOR_DURATION = _g("mtaq_collector_duration_seconds",
                         "collector")
 AGENT = (BUILD_INFO, COLLECTOR_SUCCESS, COLLECTOR_DURATION)
 
+# -- lane objectives (configuration, for the alert rules to compare with) ----------------------
+LANE_OBJECTIVE_MESSAGES = _g("mtaq_lane_objective_messages",
+                             "Configured objective of a lane in messages (max_messages: queued messages, hold "
+                             "excluded, above which the backlog alert fires).", "lane", "objective")
+LANE_OBJECTIVE_SECONDS = _g("mtaq_lane_objective_seconds",
+                            "Configured objective of a lane in seconds (max_oldest_age: warning, critical_oldest_age: "
+                            "critical limit of the age of its oldest queued message, hold excluded).",
+                            "lane", "objective")
+OBJECTIVES = (LANE_OBJECTIVE_MESSAGES, LANE_OBJECTIVE_SECONDS)
+
 # -- queues --------------------------------------------------------------------------------
 _QUEUE = ", from the MTA's queue listing."
 _LOG = ", from the mail log."
@@ -163,5 +173,15 @@ DNSBL_RUN_DURATION = _g("mtaq_dnsbl_run_duration_seconds",
 DNSBL = (DNSBL_LISTED, DNSBL_CHECK_SUCCESS, DNSBL_LISTING_INFO, DNSBL_IMPACT, DNSBL_LIST_HEALTHY, DNSBL_LAST_RUN,
          DNSBL_RUN_DURATION)
 
+# -- alert-driven actions ----------------------------------------------------------------------
+ACTIONS_TOTAL = _c("mtaq_actions_total",
+                   "Decisions and outcomes of alert-driven actions: applied, extended, restored, ignored, failed, "
+                   "dry_run.", "action", "provider", "result")
+ACTION_ACTIVE = _g("mtaq_action_active", "1 while the action is in force for the provider.", "action", "provider")
+ACTION_EXPIRY = _g("mtaq_action_expiry_timestamp_seconds",
+                   "When the action in force ends unless its alert fires again (absent when none is in force).",
+                   "action", "provider")
+ACTIONS = (ACTIONS_TOTAL, ACTION_ACTIVE, ACTION_EXPIRY)
+
 #: Every family, by exposed name.
-CATALOGUE: dict[str, Family] = {f.name: f for f in (*AGENT, *QUEUE, *DELIVERY_LOG, *DNSBL)}
+CATALOGUE: dict[str, Family] = {f.name: f for f in (*AGENT, *OBJECTIVES, *QUEUE, *DELIVERY_LOG, *DNSBL, *ACTIONS)}

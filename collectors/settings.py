@@ -49,6 +49,8 @@ def parse_duration(value: object) -> object:
 
 #: A positive duration in seconds, written as ``30s``, ``5m``, ``3h``, ``1d`` or a number.
 Duration = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
+#: The same, zero allowed (a cool-down that may be none).
+NonNegativeDuration = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
 
 
 def parse_host_port(value: str, *, default_port: int | None = None, ip_only: bool = False,

@@ -55,3 +55,7 @@ class CollectorSpec:
     needs: str  # permissions or services it needs
     factory: Callable[[BuildContext], BaseCollector]
     flags: tuple[Flag, ...] = ()
+    # (method, path) of the HTTP routes it adds; while it is off they answer 404 with ``disabled``,
+    # a sentence saying how to turn it on (a bare 404 sends operators looking for typos).
+    routes: tuple[tuple[str, str], ...] = ()
+    disabled: str = ""

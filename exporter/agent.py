@@ -18,13 +18,18 @@ from prometheus_client import generate_latest
 
 from collectors.base import Auth, BaseCollector, Request, Response, Route
 from collectors.classify import Classifier
+from collectors.lane_objectives import LaneObjectivesCollector
 from collectors.spec import BuildContext
 from collectors.table import COLLECTORS
+from exporter.actions import DISABLED as ACTIONS_DISABLED
+from exporter.actions import ROUTES as ACTION_ROUTES
+from exporter.actions import build_actions
 from exporter.config import collector_enabled
 from exporter.http import HTTPServer
 from exporter.registry import build_registry, check_families
 from exporter.scheduler import Scheduler
 from exporter.status import landing_page, not_ready, status_document
+from exporter.summary import Summary
 from exporter.web_config import load_web_config
 
 log = logging.getLogger("mtaq.agent")
@@ -43,19 +48,32 @@ def build_collectors(config: Any, classifier: Classifier) -> list[BaseCollector]
 class Agent:
     """Collectors + scheduler + HTTP server; ``start()``, then ``stop()`` on shutdown."""
 
-    def __init__(self, config: Any, collectors: Sequence[BaseCollector] | None = None) -> None:
+    def __init__(self, config: Any, collectors: Sequence[BaseCollector] | None = None, *,
+                 banner: str | None = None) -> None:
         self.config = config
         self.classifier = Classifier(config)
         self.collectors = list(collectors) if collectors is not None else build_collectors(config, self.classifier)
+        # The actions engine plugs in like a collector: its families, jobs, routes and health.
+        self.actions = build_actions(config, self.classifier)
+        if self.actions is not None:
+            self.collectors.append(self.actions)
         check_families(self.collectors)
+        objectives = config.lanes.resolved_objectives()
         self.registry = build_registry(self.collectors)
-        self.scheduler = Scheduler(job for c in self.collectors for job in c.jobs())
+        self.registry.register(LaneObjectivesCollector(objectives))
+        # The incident summary of "/" and /api/v1/status; ``banner`` tops the page (the demo says it is one).
+        enabled = {c.id for c in self.collectors}
+        self.summary = Summary(self.collectors, objectives, banner=banner,
+                               disabled=[(s.id, s.default) for s in COLLECTORS if s.id not in enabled],
+                               actions=self.actions.overview if self.actions is not None else None)
+        self.scheduler = Scheduler([*(job for c in self.collectors for job in c.jobs()), self.summary.job()])
         self.tls, auth = load_web_config(config.web.config_file) if config.web.config_file else (None, None)
         routes = self._routes() + [r for c in self.collectors for r in c.routes(self)]
         self.links = [(r.path, r.title) for r in routes if r.title and r.method == "GET"]
         web = config.web
         self.http = HTTPServer(routes, basic_auth=auth, unauthenticated_writes=web.unauthenticated_writes,
-                               mask_addresses=web.mask_addresses, client_timeout=web.client_timeout)
+                               mask_addresses=web.mask_addresses, client_timeout=web.client_timeout,
+                               bearer_token=self.actions.bearer_token if self.actions else None)
         self.started = time.time()
         self.stopped = threading.Event()
         self.port = 0
@@ -66,14 +84,27 @@ class Agent:
 
     def _routes(self) -> list[Route]:
         return [
-            Route("GET", "/", lambda _r: Response(200, landing_page(self.collectors, self.links),
-                                                  "text/html; charset=utf-8")),
+            Route("GET", "/", lambda r: Response(200, landing_page(self.status(r.trusted), self.links),
+                                                 "text/html; charset=utf-8")),
             Route("GET", self.config.web.telemetry_path, self._metrics, title="Metrics"),
-            Route("GET", "/healthz", lambda _r: Response(200, b"ok\n"), Auth.NONE),
-            Route("GET", "/readyz", self._ready, Auth.NONE),
-            Route("GET", "/api/v1/status", lambda _r: Response.json(status_document(self.collectors, self.started)),
-                  title="Status (JSON)"),
+            Route("GET", "/healthz", lambda _r: Response(200, b"ok\n"), Auth.NONE, title="Liveness"),
+            Route("GET", "/readyz", self._ready, Auth.NONE, title="Readiness"),
+            Route("GET", "/api/v1/status", lambda r: Response.json(self.status(r.trusted)), title="Status (JSON)"),
+            *self._disabled_routes(),
         ]
+
+    def _disabled_routes(self) -> list[Route]:
+        """The routes of what is off, each answering 404 with how to turn it on."""
+        enabled = {c.id for c in self.collectors}
+        off = [(spec.routes, spec.disabled) for spec in COLLECTORS if spec.id not in enabled]
+        if self.actions is None:
+            off.append((ACTION_ROUTES, ACTIONS_DISABLED))
+        return [Route(method, path, lambda _r, why=why: Response(404, f"{why}\n".encode()))
+                for routes, why in off for method, path in routes]
+
+    def status(self, trusted: bool) -> dict[str, Any]:
+        """The status document with the incident summary (addresses masked unless ``trusted``)."""
+        return {**status_document(self.collectors, self.started), "summary": self.summary.document(trusted=trusted)}
 
     def _metrics(self, request: Request) -> Response:
         """The Prometheus text exposition, gzip-compressed when the client accepts it."""

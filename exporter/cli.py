@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from exporter.commands import analyze, blocklists, check_config, dead_letters, demo, qshape, run
+from exporter.commands import actions, analyze, blocklists, check_config, dead_letters, demo, qshape, run, status
 
 COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "demo": demo.main,
@@ -17,6 +17,8 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "analyze": analyze.main,
     "blocklists": blocklists.main,
     "dead-letters": dead_letters.main,
+    "status": status.main,
+    "actions": actions.main,
 }
 
 

@@ -3,7 +3,8 @@
 This module only composes: each section's model lives beside the code that consumes it. The
 top level holds ``web`` (``exporter/http.py``), ``lanes``/``providers``/``reasons``
 (``collectors/classify.py``), ``collectors`` (on/off per collector id, unset = the collector's
-own condition) and the section of each collector in the collector table, declared by its module.
+own condition), ``actions`` (``exporter/actions/config.py``) and the section of each collector in
+the collector table, declared by its module.
 
 Precedence: command-line flags over environment variables over the file over defaults. Every
 key can come from the environment as ``MTAQ_<SECTION>__<KEY>`` (double underscore between
@@ -29,6 +30,7 @@ from collectors.classify import ClassificationConfig
 from collectors.settings import ConfigError, StrictModel, describe_errors
 from collectors.spec import CollectorSpec
 from collectors.table import COLLECTORS
+from exporter.actions.config import ActionsSection
 from exporter.http import WebSection
 
 ENV_PREFIX = "MTAQ_"
@@ -42,7 +44,8 @@ CollectorsSection = create_model(
 
 def _sections() -> dict[str, Any]:
     fields: dict[str, Any] = {"web": (WebSection, Field(default_factory=WebSection)),
-                              "collectors": (CollectorsSection, Field(default_factory=CollectorsSection))}
+                              "collectors": (CollectorsSection, Field(default_factory=CollectorsSection)),
+                              "actions": (ActionsSection, Field(default_factory=ActionsSection))}
     for spec in COLLECTORS:
         known = fields.get(spec.section)
         if known is not None and known[0] is not spec.model:

@@ -41,3 +41,33 @@ def age(seconds: float | None) -> str:
 def clip(text: str, width: int = 100) -> str:
     """``text`` cut to ``width`` characters, with an ellipsis when cut."""
     return text if len(text) <= width else text[:width - 1] + "…"
+
+
+def ago(epoch: float | None, now: float) -> str:
+    """How long before ``now`` ``epoch`` was: ``42s ago``; ``never`` when unknown."""
+    return "never" if epoch is None else f"{age(max(0.0, now - epoch))} ago"
+
+
+def percent(ratio: float | None) -> str:
+    """``12.5%``, ``-`` when there is no ratio (nothing to divide by)."""
+    return "-" if ratio is None else f"{100 * ratio:.1f}%"
+
+
+_BARS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: Sequence[float]) -> str:
+    """One bar per value, scaled from the smallest to the largest (flat when they are equal)."""
+    if not values:
+        return ""
+    low, high = min(values), max(values)
+    span = high - low
+    return "".join(_BARS[0 if not span else round((v - low) / span * (len(_BARS) - 1))] for v in values)
+
+
+def change(values: Sequence[float]) -> str:
+    """The change from the first to the last value, signed: ``+120``, ``-3``, ``±0``; empty for fewer than two."""
+    if len(values) < 2:
+        return ""
+    delta = values[-1] - values[0]
+    return f"{delta:+g}" if delta else "±0"

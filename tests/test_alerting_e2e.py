@@ -3,17 +3,17 @@
 Real Postfix relays to the provider simulator, the agent tails its log and reads its queue and
 checks a loopback blocklist server, a real Prometheus scrapes the agent with the shipped rules
 (``for:`` shortened so the test does not wait minutes; promtool's unit tests cover the real
-durations), and a real Alertmanager with the example routing delivers to a local receiver.
+durations), and a real Alertmanager with the example routing delivers the throttle alert to the
+agent's webhook (actions in dry-run) and the rest to a local receiver standing in for Slack.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import threading
 import time
+import urllib.request
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -21,9 +21,11 @@ import yaml
 
 from exporter.agent import Agent
 from exporter.config import load_config
+from tests.helpers import free_port, wait_until
 from tests.lab import prometheus as promlab
 from tests.lab.dnsbl_server import LISTED_IP, FakeDnsbl, settings_for, standard_world
 from tests.lab.postfix import PostfixLab, send_traffic, start_lab
+from tests.lab.prometheus import Receiver
 
 pytestmark = pytest.mark.lab
 
@@ -31,32 +33,6 @@ ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "e2e-webhook-token"
 VARIABLES = {"$__rate_interval": "1m", "$__interval": "15s", "$__range": "5m", "${datasource}": "",
              "$job": "mtaq", "$instance": ".+", "$mta_instance": ".*", "$mta": ".*"}  # the longer name first
-
-
-class Receiver:
-    """Records every POST (Alertmanager webhook and Slack notifications) on a loopback port."""
-
-    def __init__(self) -> None:
-        self.posts: list[tuple[str, dict[str, str], dict]] = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                receiver.posts.append((self.path, dict(self.headers), json.loads(body or b"{}")))
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *_args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def stop(self) -> None:
-        self.server.shutdown()
 
 
 def dashboard_queries() -> list[tuple[str, str]]:
@@ -89,8 +65,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     standard_world(dns)
     dnsbl = settings_for(dns).model_dump(mode="json")
     dnsbl["targets"] = {"ips": [LISTED_IP], "domains": []}
+    port = free_port()
+    token = tmp / "token"
+    token.write_text(TOKEN)
     agent = Agent(load_config(None, environ={}, overrides={
-        "web": {"listen_address": "127.0.0.1:0"},
+        "web": {"listen_address": f"127.0.0.1:{port}"},
         "postfix": {"enabled": True, "queue_scan_interval": "1s",
                     "instances": [{"name": "postfix-lab", "config_dir": str(lab.config_dir)}]},
         "log": {"paths": [str(lab.log_file)], "from": "start"},
@@ -98,6 +77,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
                             {"lane": "low", "match": {"sender_domain": "bulk.example.com"}}]},
         "dnsbl": dnsbl,
         "local_delivery": {"loopback": False},  # the lab's loopback relay stands in for the providers
+        # Dry-run, as an operator starts: the throttle route of the example reaches the agent,
+        # which decides and counts but changes nothing (tests/test_actions_e2e.py acts).
+        "actions": {"enabled": True, "agent_labels": {"instance": f"127.0.0.1:{port}"},
+                    "webhook": {"bearer_token_file": str(token)},
+                    "rules": [{"alertname": "MtaqProviderRateLimited", "action": "postfix_throttle",
+                               "params": {"destination_rate_delay": "2s"}, "ttl": "1h"}]},
     }))
     agent.start()
     receiver = Receiver()
@@ -105,11 +90,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     rules.write_text(re.sub(r"(?m)^(\s+)for: \S+$", r"\1for: 1s", (ROOT / "rules" / "mtaq.rules.yml").read_text()))
     am_config = yaml.safe_load((ROOT / "examples" / "alertmanager.yml").read_text())
     am_config["global"]["slack_api_url"] = f"{receiver.url}/slack"
-    token = tmp / "token"
-    token.write_text(TOKEN)
     for entry in am_config["receivers"]:
         for hook in entry.get("webhook_configs", []):
-            hook["url"] = f"{receiver.url}/api/v1/alerts"
+            hook["url"] = f"http://127.0.0.1:{port}/api/v1/alerts"
             hook["http_config"]["authorization"]["credentials_file"] = str(token)
     servers: list[promlab.Server] = []
     try:
@@ -135,19 +118,21 @@ def test_rate_limit_alert_fires_and_reaches_the_webhook(stack: dict) -> None:
     alert = promlab.wait_for_alert(stack["prom"].url, "MtaqProviderRateLimited", labels={"provider": "google"},
                                    timeout=120)
     assert alert["labels"]["action"] == "throttle"
+    agent: Agent = stack["agent"]
+
+    def decided() -> list[dict]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{agent.port}/api/v1/actions", timeout=10) as response:
+            history = json.loads(response.read())["history"]
+        return [h for h in history if h.get("source") == "webhook" and h.get("provider") == "google"]
+
+    # Alertmanager authenticated with the token (else 401, and no decision) and the agent, in
+    # dry-run, decided what it would do. The history is newest first: take the first decision.
+    decision = wait_until(decided, 60, "the webhook decision", interval=0.5)[-1]
+    assert (decision["alertname"], decision["decision"], decision["status"]) == (
+        "MtaqProviderRateLimited", "dry_run", "firing")
     receiver: Receiver = stack["receiver"]
-    deadline = time.monotonic() + 60
-    while True:
-        hooks = [(headers, body) for path, headers, body in receiver.posts if path == "/api/v1/alerts"]
-        names = {a["labels"]["alertname"] for _, body in hooks for a in body.get("alerts", [])}
-        if "MtaqProviderRateLimited" in names:
-            break
-        assert time.monotonic() < deadline, f"webhook never got the alert; posts: {receiver.posts[:3]}"
-        time.sleep(0.5)
-    headers, body = next((h, b) for h, b in hooks if any(a["labels"]["alertname"] == "MtaqProviderRateLimited"
-                                                         for a in b["alerts"]))
-    assert headers["Authorization"] == f"Bearer {TOKEN}"
-    assert body["version"] == "4" and body["status"] == "firing"
+    wait_until(lambda: any(path == "/slack" for path, _, _ in receiver.posts), 60, "the Slack notification",
+               interval=0.5)
 
 
 def test_every_recording_rule_and_dashboard_query_returns_data(stack: dict) -> None:

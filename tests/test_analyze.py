@@ -41,7 +41,7 @@ def test_json_report_on_the_samples(log: Path, capsys: pytest.CaptureFixture[str
     doc = run_json(capsys, log)
     comments = sum(1 for line in SAMPLES.read_text().splitlines() if not line or line.startswith("#"))
     assert doc["lines"] == {"total": 60 + comments, "parsed": 34, "ignored": 26, "unparsed": comments}
-    assert doc["files"] == [{"path": str(log), "lines": 60 + comments,
+    assert doc["files"] == [{"path": str(log), "lines": 60 + comments, "parsed": 34,
                              "first_timestamp": time.mktime((2026, 2, 24, 16, 18, 40, 0, 0, -1)),
                              "last_timestamp": 1756215033.208404}]
     assert doc["received"] == {"normal": 2}
@@ -61,7 +61,10 @@ def test_json_report_on_the_samples(log: Path, capsys: pytest.CaptureFixture[str
                    "1514512452, please try again 15min later (in reply to end of DATA command)"},
     ]
     bounces = doc["bounces"]
-    assert (bounces["hard"], bounces["soft"], bounces["hard_ratio"]) == (4, 1, 0.8)
+    # Final outcomes to providers (local hops left out, as in the rules): sent other 5 + google 1, hard
+    # bounces google 2 + other 1, soft other 1. The hard share is of all bounces, local ones too.
+    assert (bounces["hard"], bounces["soft"], bounces["final_outcomes"]) == (4, 1, 10)
+    assert (bounces["hard_ratio"], bounces["soft_ratio"], bounces["hard_share"]) == (0.3, 0.1, 0.8)
     assert [(b["type"], b["provider"], b["reason"], b["count"]) for b in bounces["by_reason"]] == [
         ("hard", "google", "reputation", 2), ("hard", "local", "user_unknown", 1), ("hard", "other", "content", 1),
         ("soft", "other", "connection", 1)]
@@ -121,7 +124,8 @@ def test_human_report(log: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert "  local        5         0        1              0        0.0%" in out
     assert "Notifications the MTA made itself (not received mail): non_delivery 2, delay 1" in out
     assert "         2  other/connection: connect to mx.somedomain.tld[XX.XX.XX.XX]:25: Connection timed out" in out
-    assert "Bounces: 4 hard, 1 soft (80.0% hard)" in out
+    assert ("Bounces: 4 hard, 1 soft (80.0% of bounces are hard); bounce ratio 30.0% hard, 10.0% soft of 10 final "
+            "outcomes to providers") in out
     assert "Dead letters (expired, returned to sender): 4" in out
     assert "C93CEB08A046 from <ina@somedomain.com> expired 2025-12-28 13:39:28 after 1 attempts" in out
     assert "BACE842E73 (forced)" in out
@@ -174,3 +178,70 @@ def test_received_equals_pflogsumm_on_the_demo_log(capsys: pytest.CaptureFixture
     assert sum(doc["received"].values()) == int(found.group(1)) == 36
     notices = DEMO_LOG.read_text().count(" sender non-delivery notification: ")
     assert doc["notifications"] == {"non_delivery": notices} and notices == 16
+
+
+def test_standard_input_gives_the_same_counts(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+                                              ) -> None:
+    """``analyze -`` reads standard input, plain or gzip (BSD timestamps placed by now, not a file's mtime)."""
+    from_file = run_json(capsys, DEMO_LOG)
+    for data in (DEMO_LOG.read_bytes(), gzip.compress(DEMO_LOG.read_bytes())):
+        monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BufferedReader(io.BytesIO(data))))
+        assert analyze.main(["--json", "-"]) == 0
+        from_stdin = json.loads(capsys.readouterr().out)
+        assert from_stdin["files"][0]["path"] == "-"
+        assert from_stdin["files"][0]["lines"] == from_file["files"][0]["lines"]
+        for key in ("lines", "received", "by_lane", "by_provider", "deferral_reasons", "recipient_domains", "senders"):
+            assert from_stdin[key] == from_file[key], key
+
+
+def test_a_file_that_is_no_mail_log_gets_a_warning(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    notes = tmp_path / "access.log"
+    notes.write_text("".join(f'192.0.2.{i} - - [01/Dec/2026:10:00:00 +0000] "GET / HTTP/1.1" 200 512\n'
+                             for i in range(273)))
+    assert analyze.main([str(notes), str(SAMPLES)]) == 0
+    err = capsys.readouterr().err
+    assert err == (f"mtaq-exporter analyze: warning: {notes}: this does not look like a Postfix mail log: none of "
+                   "its 273 lines is a Postfix log line (expected syslog or journal lines of postfix/smtp, "
+                   "postfix/qmgr, ...)\n")  # the real log next to it gets none
+
+
+def _pflogsumm_section(text: str, title: str) -> list[list[str]]:
+    """The data rows of a pflogsumm section (after its dashed underline and column rule)."""
+    body = text.split(title, 1)[1].split("\n\n", 1)[0].splitlines()
+    return [line.split() for line in body if line.strip() and not set(line.strip()) <= {"-", " "}
+            and not line.lstrip().startswith(("time", "sent cnt", "msg cnt"))]
+
+
+def test_traffic_tables_equal_pflogsumm_on_the_demo_log(capsys: pytest.CaptureFixture[str]) -> None:
+    """Per hour, per recipient domain and per sender, as pflogsumm (an independent reference) counts."""
+    pflogsumm = shutil.which("pflogsumm")
+    if pflogsumm is None:
+        pytest.skip("pflogsumm is not installed (Debian package pflogsumm)")
+    text = subprocess.run([pflogsumm, "--syslog-name=postfix-lab", str(DEMO_LOG)], capture_output=True, text=True,
+                          timeout=60, check=True).stdout
+    doc = run_json(capsys, DEMO_LOG)
+    hours = {row[0][:2]: [int(n) for n in row[1:5]] for row in _pflogsumm_section(text, "Per-Hour Traffic Summary")
+             if any(n != "0" for n in row[1:])}
+    assert {h["hour"][11:13]: [h["received"], h["sent"], h["deferred"], h["bounced"]] for h in doc["per_hour"]} == hours
+    domains = {row[-1]: (int(row[0]), int(row[2]), float(row[5])) for row in
+               _pflogsumm_section(text, "Host/Domain Summary: Message Delivery")}
+    ours = {d["domain"]: (d["sent"], d["deferred"], round(d["max_delay_seconds"], 1)) for d in doc["recipient_domains"]
+            if d["sent"] or d["deferred"]}  # pflogsumm's table lists domains with deliveries or deferrals
+    assert ours == domains
+    senders = {row[1]: int(row[0]) for row in _pflogsumm_section(text, "Senders by message count")}
+    assert {s["sender"]: s["messages"] for s in doc["senders"]} == senders
+    sizes = {row[1]: int(row[0]) for row in _pflogsumm_section(text, "Senders by message size")}
+    assert {s["sender"]: s["bytes"] for s in doc["senders"]} == sizes
+
+
+def test_human_report_has_the_traffic_tables(log: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert analyze.main(["--top", "2", str(DEMO_LOG)]) == 0
+    out = capsys.readouterr().out
+    per_hour = out.split("Per-hour traffic")[1].split("\n\n")[0].splitlines()
+    assert per_hour[1].split() == ["hour", "received", "delivered", "deferred", "bounced", "expired"]
+    assert per_hour[-1].split() == ["TOTAL", "36", "24", "132", "4", "12"]
+    domains = out.split("Recipient domains (top 2")[1].split("\n\n")[0].splitlines()[2:]
+    assert [line.split()[0] for line in domains] == ["gmail.com", "outlook.com"]
+    senders = out.split("Senders by message count (top 2)")[1].splitlines()[2:]
+    assert [line.split() for line in senders] == [["news@bulk.example.com", "20", "9564"],
+                                                   ["billing@shop.example.com", "10", "4820"]]

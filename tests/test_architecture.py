@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -234,3 +235,42 @@ def test_no_collector_switch_leaves_only_the_log(tmp_path: Path) -> None:
         output = proc.communicate(timeout=10)[0]
     assert proc.returncode == 0
     assert f"collector postfix_log: postfix log {log}, no checkpoint" in output
+
+
+def test_each_spec_names_the_routes_its_collector_adds(tmp_path: Path) -> None:
+    """The table's routes are what the collectors add (so a disabled one answers for all of them)."""
+    token = tmp_path / "token"
+    token.write_text("t")
+    log = tmp_path / "mail.log"
+    log.write_text("")
+    config = load_config(environ={}, overrides={
+        "web": {"listen_address": "127.0.0.1:0"}, "postfix": {"enabled": True}, "log": {"paths": [str(log)]},
+        "dnsbl": {"enabled": True, "targets": {"ips": ["192.0.2.1"]}},
+        "actions": {"enabled": True, "agent_labels": {"instance": "x"}, "webhook": {"bearer_token_file": str(token)},
+                    "rules": [{"alertname": "A", "action": "postfix_throttle",
+                               "params": {"destination_rate_delay": "2s"}, "ttl": "1h"}]}})
+    agent = Agent(config)
+    added = {c.id: {(r.method, r.path) for r in c.routes(agent)} for c in agent.collectors}
+    for spec in COLLECTORS:
+        assert added.get(spec.id, set()) == set(spec.routes), spec.id
+        assert bool(spec.routes) == bool(spec.disabled), spec.id
+    from exporter.actions import ROUTES
+    assert added["actions"] == set(ROUTES)
+
+
+def test_routes_of_what_is_off_say_how_to_turn_it_on() -> None:
+    agent = Agent(load_config(environ={}, overrides={"web": {"listen_address": "127.0.0.1:0"},
+                                                     "collectors": {"postfix_queue": False}}))
+    agent.start()
+    try:
+        for method, path, hint in (("GET", "/api/v1/dead-letters", "set log.paths"),
+                                   ("GET", "/api/v1/blocklists", "set dnsbl.enabled: true"),
+                                   ("POST", "/api/v1/alerts", "set actions.enabled: true")):
+            request = urllib.request.Request(f"http://127.0.0.1:{agent.port}{path}", method=method,
+                                             data=b"{}" if method == "POST" else None)
+            with pytest.raises(urllib.error.HTTPError) as caught:
+                urllib.request.urlopen(request, timeout=10)
+            assert caught.value.code == 404
+            assert hint in caught.value.read().decode(), path
+    finally:
+        agent.stop()

@@ -265,5 +265,9 @@ def test_dashboards_cover_the_spec() -> None:
         # and skipped records fail the collector (MtaqCollectorFailing) or log a warning
         "mtaq_queue_source_info", "mtaq_queue_skipped_messages", "mtaq_log_checkpoint_errors_total",
         "mtaq_delivery_negative_delays_total",
+        # configuration: the backlog alerts compare lanes with them, the page at / shows them per lane
+        "mtaq_lane_objective_messages", "mtaq_lane_objective_seconds",
+        # present only while an action is in force: `mtaq-exporter actions list` shows it
+        "mtaq_action_expiry_timestamp_seconds",
     }
     assert SPEC_METRICS - used - without_panel == set()

@@ -66,4 +66,34 @@ def test_human_table(agent: Agent) -> None:
 
 def test_unreachable_agent_exits_2() -> None:
     done = cli("--url", "http://127.0.0.1:9")
-    assert done.returncode == 2 and "cannot ask" in done.stderr
+    assert done.returncode == 2
+    assert done.stderr == ("mtaq-exporter dead-letters: cannot reach http://127.0.0.1:9/api/v1/dead-letters: "
+                           "Connection refused (is the agent running there? see --url)\n")
+
+
+def test_json_honours_the_limit(agent: Agent) -> None:
+    log = agent.collectors[0]
+    wait_until(lambda: sum(len(s.dead_letter_log) for s in log.snapshots().values()) == 12, what="dead letters")
+    done = cli("--url", f"127.0.0.1:{agent.port}", "--json", "--limit", "1")  # host:port, as typed
+    assert done.returncode == 0, done.stderr
+    document = json.loads(done.stdout)
+    assert len(document["dead_letters"]) == 1 and document["omitted"] == 11
+    assert document["addresses_masked"] is True
+
+
+def test_table_shows_sender_and_recipient_domain(agent: Agent) -> None:
+    log = agent.collectors[0]
+    wait_until(lambda: sum(len(s.dead_letter_log) for s in log.snapshots().values()) == 12, what="dead letters")
+    letters = json.loads(cli("--url", f"http://127.0.0.1:{agent.port}", "--json").stdout)["dead_letters"]
+    lines = cli("--url", f":{agent.port}", "--limit", "12").stdout.splitlines()
+    assert lines[0].split()[:7] == ["expired", "(UTC)", "queued", "qid", "sender", "to", "(domain)"]
+    for line, letter in zip(lines[1:], letters, strict=True):  # newest first, as the API
+        fields = line.split()
+        assert fields[3:6] == [letter["qid"], letter["sender"], letter["recipients"][0].split("@")[1]]
+
+
+def test_a_wrong_path_or_a_disabled_log_says_what_the_agent_answered(agent: Agent) -> None:
+    done = cli("--url", f"http://127.0.0.1:{agent.port}/nothing-here")
+    assert done.returncode == 2
+    assert done.stderr == (f"mtaq-exporter dead-letters: http://127.0.0.1:{agent.port}/nothing-here/api/v1/dead-letters"
+                           ": HTTP 404: not found\n")

@@ -1,5 +1,7 @@
 """The demo command: real bundled Postfix data served as metrics that promtool accepts."""
 
+import json
+import re
 import shutil
 import subprocess
 import sys
@@ -11,8 +13,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from collectors import families as F
-from exporter.commands.demo import demo_file
-from tests.helpers import free_port
+from exporter.commands.demo import demo_file, replayed
+from tests.helpers import AgentProcess, free_port, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +64,7 @@ def test_promtool_accepts_demo_metrics(demo: int) -> None:
 
 def test_demo_emits_exactly_the_catalogue_families_of_its_collectors(demo: int) -> None:
     parsed = {f.name: f for f in text_string_to_metric_families(fetch(demo))}
-    expected = {f.family_name: f for f in (*F.AGENT, *F.QUEUE, *F.DELIVERY_LOG)}
+    expected = {f.family_name: f for f in (*F.AGENT, *F.OBJECTIVES, *F.QUEUE, *F.DELIVERY_LOG)}
     assert {name for name in parsed if not name.startswith("process_")} == set(expected)
     for name, family in parsed.items():
         if name.startswith("process_"):
@@ -92,3 +94,36 @@ def test_demo_replays_the_bundled_log(demo: int) -> None:
     assert 'mtaq_deferrals_total{mta="postfix",mta_instance="postfix-lab",provider="google",reason="rate_limited"}' \
         in text
     assert 'mtaq_log_lines_total{mta="postfix",result="unparsed",source=' in text
+
+
+def test_replays_stamp_lines_now_and_give_messages_ids_of_their_own() -> None:
+    lines = demo_file("demo_maillog.log").splitlines(keepends=True)
+    now = time.mktime((2026, 12, 1, 9, 5, 7, 0, 0, -1))
+    first = [replayed(line, 0, now) for line in lines]
+    third = [replayed(line, 2, now) for line in lines]
+    assert all(line.startswith("Dec  1 09:05:07 mta postfix-lab/") for line in first + third)
+    assert [line[16:] for line in first] == [line[16:] for line in lines]  # the first replay keeps its ids
+    ids = set(re.findall(r"\]: ([0-9A-F]{6,}): ", "".join(lines)))
+    ids_again = set(re.findall(r"\]: ([0-9A-Z]{6,}): ", "".join(third)))
+    assert ids_again == {f"{qid}Z2" for qid in ids}
+    notice = next(line for line in third if "non-delivery notification:" in line)
+    assert re.search(r": [0-9A-F]+Z2: sender non-delivery notification: [0-9A-F]+Z2$", notice)
+
+
+def test_replayed_expiries_are_new_dead_letters_with_ids_of_their_own() -> None:
+    """Issue 12: the replay loop made the same queue ids recur as new dead letters."""
+    expiries = demo_file("demo_maillog.log").count("status=expired")
+    with AgentProcess("demo", "--lines-per-second", "2000", "--log.level", "debug",
+                      "--web.telemetry-path", "/prom") as agent:
+        agent.wait_ready()
+
+        def letters() -> list[dict] | None:
+            with urllib.request.urlopen(agent.url("/api/v1/dead-letters"), timeout=10) as response:
+                found = json.loads(response.read())["dead_letters"]
+            return found if len(found) >= 3 * expiries else None
+
+        found = wait_until(letters, what="three replays of the demo log")
+        with urllib.request.urlopen(agent.url("/prom"), timeout=10) as response:
+            assert b"mtaq_dead_letters_total" in response.read()
+    qids = [d["qid"] for d in found]
+    assert len(set(qids)) == len(qids)

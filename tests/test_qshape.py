@@ -1,13 +1,18 @@
-"""qshape command on the captured real queue listing."""
+"""qshape command on the captured real queue listing, and on the demo's queue."""
 
 import json
+import re
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 from collectors.classify import Classifier
 from collectors.postfix.showq import decode_postqueue_json
-from exporter.commands.qshape import BUCKETS, render, shape
+from exporter.commands.demo import DEMO_CLASSIFICATION
+from exporter.commands.qshape import BUCKETS, _bucket, render, shape
+from exporter.config import load_config
+from tests.helpers import AgentProcess, scrape
 
 LISTING = Path(__file__).parent / "fixtures" / "postfix_queue" / "postqueue.jsonl"
 MESSAGES = list(decode_postqueue_json(LISTING.read_text().splitlines()))
@@ -38,17 +43,99 @@ def test_render_table() -> None:
     lines = render(rows, "provider", 2).splitlines()
     assert lines[0].split()[:3] == ["provider", "total", "5m"]
     assert lines[1].split()[:3] == ["TOTAL", "12", "12"]
-    assert [line.split()[0] for line in lines[2:]] == ["google", "microsoft"]  # largest first, ties by name
+    assert [line.split()[0] for line in lines[2:4]] == ["google", "microsoft"]  # largest first, ties by name
+    # google 4 + microsoft 3 shown; yahoo 3 and apple 2 left out, and the table says so.
+    assert lines[4:] == ["... 2 more rows with 5 recipients (--limit 2)"]
+    assert "more rows" not in render(rows, "provider", 4)
+
+
+LISTING_RECORDS = [json.loads(line) for line in LISTING.read_text().splitlines()]
+
+
+def test_by_lane_applies_the_lane_rules() -> None:
+    lanes = {"rules": [{"lane": "high", "match": {"sender": "*@alerts.example.com"}},
+                       {"lane": "low", "match": {"sender_domain": "bulk.example.com"}}]}
+    rows = shape(MESSAGES, Classifier(load_config(None, environ={}, overrides={"lanes": lanes})), "lane", NEWEST,
+                 {"deferred", "hold"})
+    by_sender = Counter(r["sender"].split("@")[1] for r in LISTING_RECORDS for _ in r["recipients"])
+    assert {k: sum(v) for k, v in rows.items()} == {
+        "high": by_sender["alerts.example.com"], "low": by_sender["bulk.example.com"],
+        "normal": by_sender["shop.example.com"]}
+
+
+def test_by_sender_is_qshape_s() -> None:
+    rows = shape(MESSAGES, Classifier(), "sender", NEWEST, {"deferred"})
+    expected = Counter(r["sender"].split("@")[1] for r in LISTING_RECORDS if r["queue_name"] == "deferred"
+                       for _ in r["recipients"])
+    assert {k: sum(v) for k, v in rows.items()} == dict(expected)
+    bounce = decode_postqueue_json([json.dumps({**LISTING_RECORDS[0], "sender": ""})])
+    assert set(shape(bounce, Classifier(), "sender", NEWEST, {"deferred"})) == {"MAILER-DAEMON"}
+
+
+def qshape(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "exporter.cli", "qshape", *args], capture_output=True, text=True,
+                          timeout=60, input=stdin)
 
 
 def test_cli_json_from_saved_listing() -> None:
-    done = subprocess.run([sys.executable, "-m", "exporter.cli", "qshape", "--json", "--by", "provider",
-                           "--queue", "deferred", "--queue", "hold", "--from-json", str(LISTING)],
-                          capture_output=True, text=True, timeout=60)
+    done = qshape("--json", "--by", "provider", "--queue", "deferred", "--queue", "hold", "--from-json", str(LISTING),
+                  "--limit", "3")
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert report["total"]["total"] == 12 and report["buckets"] == list(BUCKETS)
-    assert [row["key"] for row in report["rows"]] == ["google", "microsoft", "yahoo", "apple"]
+    assert [row["key"] for row in report["rows"]] == ["google", "microsoft", "yahoo"]
+    assert report["rows_omitted"] == 1 and report["source"] == [f"listing {LISTING}"]
+
+
+def test_cli_reads_the_listing_from_standard_input_and_names_its_source() -> None:
+    done = qshape("--from-json", "-", "--by", "domain", stdin=LISTING.read_text())
+    assert done.returncode == 0, done.stderr
+    first, header, total, *_ = done.stdout.splitlines()
+    assert first.startswith("queue: listing standard input; queues maildrop, incoming, active, deferred; ages as of ")
+    assert header.split()[:2] == ["domain", "total"] and total.split()[:2] == ["TOTAL", "11"]
+
+
+def test_cli_a_file_that_is_not_a_listing_is_named_and_exits_2(tmp_path: Path) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("hello\n")
+    done = qshape("--from-json", str(notes))
+    assert done.returncode == 2
+    assert done.stderr == (f"mtaq-exporter qshape: cannot read the queue: {notes} is not a postqueue -j listing "
+                           "(one JSON object per message): line 1: 'hello'\n")
+    bad_record = tmp_path / "array.jsonl"
+    bad_record.write_text(LISTING.read_text().splitlines()[0] + "\n[1, 2]\n")
+    assert "line 2: '[1, 2]'" in qshape("--from-json", str(bad_record)).stderr
+
+
+def test_the_demo_queue_and_qshape_on_its_listing_agree(tmp_path: Path) -> None:
+    """Issue 12: the demo exported ages of its shifted queue while qshape --from-json on the bundled
+    listing saw its capture time. The demo writes the listing it serves; qshape on it agrees with
+    /metrics: recipients per lane, and the bucket of each lane's oldest message."""
+    with AgentProcess("demo") as demo:
+        assert demo.proc.stdout is not None
+        listing = next(m.group(1) for line in demo.proc.stdout
+                       if (m := re.search(r"demo queue listing: (\S+) ", line)))
+        demo.wait_ready()
+        metrics = scrape(demo.port)
+        lanes = tmp_path / "demo-lanes.yml"  # the demo's lane rules, for qshape to classify as the demo does
+        lanes.write_text(json.dumps(DEMO_CLASSIFICATION))
+        done = qshape("--json", "--by", "lane", "--from-json", listing, "--config.file", str(lanes))
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    recipients: Counter[str] = Counter()
+    oldest: dict[str, float] = {}
+    for (name, labels), value in metrics.items():
+        labels_map = dict(labels)
+        if labels_map.get("queue") in (None, "hold"):
+            continue
+        if name == "mtaq_queue_recipients":
+            recipients[labels_map["lane"]] += int(value)
+        if name == "mtaq_queue_oldest_message_timestamp_seconds" and value:
+            oldest[labels_map["lane"]] = min(value, oldest.get(labels_map["lane"], value))
+    assert {row["key"]: row["total"] for row in report["rows"]} == {k: v for k, v in recipients.items() if v}
+    for row in report["rows"]:
+        first_bucket = max(i for i, n in enumerate(row["counts"]) if n)
+        assert first_bucket == _bucket(report["read_at"] - oldest[row["key"]]) == 0  # a minute old, not days
 
 
 def test_cli_unreadable_queue_exits_2(tmp_path: Path) -> None:

@@ -1,15 +1,17 @@
 """``mtaq-exporter analyze [--json] [--top N] LOG…``: an incident report from finished mail logs.
 
-Reads whole files (plain or gzip, recognised by content), through the same parser and delivery
-accounting as the agent, so expiry, bounce and self-deferral rules are identical. Reports
-outcomes by lane and by provider, retry rate per provider (deferred attempts / all attempts),
-top deferral reasons with a sample reply, hard/soft bounces, dead letters with their last
-reason, self-inflicted deferrals and line totals. BSD timestamps have no year: each file's
-modification time places them.
+Reads whole files (plain or gzip, recognised by content; ``-`` reads standard input), through
+the same parser and delivery accounting as the agent, so expiry, bounce and self-deferral rules
+are identical. Reports outcomes by lane and by provider, retry rate per provider (deferred
+attempts / all attempts), top deferral reasons with a sample reply, hard/soft bounces and the
+bounce ratio, dead letters with their last reason, self-inflicted deferrals and line totals, then
+pflogsumm's tables: traffic per hour, delivery per recipient domain and senders by message
+count (``exporter/traffic.py``). BSD timestamps have no year: each file's modification time
+places them (now, for standard input). A file without a single Postfix line gets a warning.
 
 ``--json`` prints one document::
 
-    files            [{path, lines, first_timestamp, last_timestamp}]  (epoch seconds or null)
+    files            [{path, lines, parsed, first_timestamp, last_timestamp}]  (epoch seconds or null)
     lines            {total, parsed, ignored, unparsed}
     received         {lane: messages}     (once per queue id; the MTA's own notifications apart, as pflogsumm)
     notifications    {type: messages}     (non_delivery, delay, delivery_status: made by the MTA itself)
@@ -17,7 +19,11 @@ modification time places them.
     by_provider      {provider: {sent, deferred, bounced, deferred_messages, retry_rate}}
                      ("local": hops that stay on the host, content filters and local mailboxes)
     deferral_reasons [{provider, reason, count, sample}]                  (largest first)
-    bounces          {hard, soft, hard_ratio, by_reason: [{type, lane, provider, reason, count, sample}]}
+    bounces          {hard, soft, final_outcomes, hard_ratio, soft_ratio, hard_share,
+                      by_reason: [{type, lane, provider, reason, count, sample}]}
+                     (final_outcomes: sent + bounced recipients, provider local left out; hard_ratio and
+                      soft_ratio: share of final outcomes, as the rules' bounce ratios; hard_share: share
+                      of all bounces that are hard)
     dead_letters     {total, by_reason: [{lane, provider, reason, count}],
                       recent: [{qid, sender, lane, provider, reason, text, first_seen, expired_at,
                                 forced, attempts, pending_recipients}]}
@@ -26,13 +32,17 @@ modification time places them.
     verify_probes    {status: count}
     delivery_delay   [{lane, status, count, mean_seconds}]
     tracked_at_end   messages still in flight (or pending) when the logs end
+    per_hour         [{hour, received, sent, deferred, bounced, expired}]  (local "YYYY-MM-DD HH:00";
+                      status lines, as pflogsumm's per-hour summary; received: smtpd and pickup)
+    recipient_domains [{domain, sent, deferred, bounced, mean_delay_seconds, max_delay_seconds}]  (--top N)
+    senders          [{sender, messages, bytes}]  (messages queued per sender, null sender left out; --top N)
 
 Exit status: 0, or 1 when a file could not be read (the others are still reported).
 """
 
 from __future__ import annotations
 
-import argparse
+import contextlib
 import gzip
 import json
 import os
@@ -42,13 +52,16 @@ from collections import defaultdict
 from collections.abc import Iterator
 from typing import IO, Any, TextIO
 
-from collectors.classify import Classifier
-from collectors.delivery_accounting import BOUNCED, DEFERRED, merge_snapshots
+from collectors.classify import LOCAL, Classifier
+from collectors.delivery_accounting import BOUNCED, DEFERRED, SENT, merge_snapshots
 from collectors.log_pipeline import LineParser, LogProcessor
 from collectors.postfix.log_events import POSTFIX_LOG
-from exporter.commands.flags import add_config_flags, load
-from exporter.render import clip, table, when
+from exporter.commands.flags import add_config_flags, command_parser, load
+from exporter.render import clip, percent, table, when
+from exporter.traffic import HOUR_COLUMNS, Traffic
 
+STDIN = "-"
+_GZIP = b"\x1f\x8b"
 _CHUNK_BYTES = 1 << 20
 _PROGRESS_EVERY = 0.5
 #: Offline reports may span days of traffic: keep far more message states than the agent does.
@@ -66,10 +79,13 @@ class _FileClock:
         return self.reference
 
 
-def _open(path: str) -> tuple[IO[bytes], IO[bytes]]:
-    """(stream to read lines from, raw file whose position tracks progress)."""
+def _open(path: str) -> tuple[IO[bytes], IO[bytes] | None]:
+    """(stream to read lines from, raw file whose position tracks progress; None for standard input)."""
+    if path == STDIN:
+        stdin = sys.stdin.buffer
+        return (gzip.GzipFile(fileobj=stdin) if stdin.peek(2)[:2] == _GZIP else stdin), None
     raw = open(path, "rb")  # noqa: SIM115 - closed by the caller
-    if raw.read(2) == b"\x1f\x8b":
+    if raw.read(2) == _GZIP:
         raw.seek(0)
         return gzip.GzipFile(fileobj=raw), raw
     raw.seek(0)
@@ -118,11 +134,13 @@ def _edge_timestamp(parser: LineParser, lines: list[str]) -> float | None:
     return None
 
 
-def read_logs(paths: list[str], classifier: Classifier,
-              progress_to: TextIO = sys.stderr) -> tuple[LogProcessor, list[dict[str, Any]], list[str]]:
-    """Feed every file to one processor; returns it, per-file facts and read errors."""
+def read_logs(paths: list[str], classifier: Classifier, progress_to: TextIO = sys.stderr,
+              traffic: Traffic | None = None) -> tuple[LogProcessor, list[dict[str, Any]], list[str]]:
+    """Feed every file (``-``: standard input) to one processor, its records shown to ``traffic``
+    too when given; returns the processor, per-file facts and read errors."""
     clock = _FileClock()
-    processor = LogProcessor(POSTFIX_LOG, classifier, clock=clock, max_tracked_messages=_MAX_TRACKED)
+    log_format = traffic.observing(POSTFIX_LOG) if traffic is not None else POSTFIX_LOG
+    processor = LogProcessor(log_format, classifier, clock=clock, max_tracked_messages=_MAX_TRACKED)
     edge_parser = POSTFIX_LOG.parser(clock)
     progress = _Progress(progress_to)
     files: list[dict[str, Any]] = []
@@ -133,9 +151,13 @@ def read_logs(paths: list[str], classifier: Classifier,
         except OSError as exc:
             errors.append(f"{path}: {exc.strerror or exc}")
             continue
-        with raw, stream:
-            size = os.fstat(raw.fileno()).st_size
-            clock.reference = os.fstat(raw.fileno()).st_mtime
+        with contextlib.ExitStack() as closing:
+            if raw is not None:  # standard input stays open
+                closing.enter_context(raw)
+                closing.enter_context(stream)
+            size = os.fstat(raw.fileno()).st_size if raw is not None else 0
+            # Standard input has no modification time: year-less timestamps are placed by now.
+            clock.reference = os.fstat(raw.fileno()).st_mtime if raw is not None else time.time()
             head: list[str] = []
             tail: list[str] = []
             count = 0
@@ -146,21 +168,37 @@ def read_logs(paths: list[str], classifier: Classifier,
                     if len(head) < _EDGE_LINES:
                         head += lines[:_EDGE_LINES - len(head)]
                     tail = (tail + lines[-_EDGE_LINES:])[-_EDGE_LINES:]
-                    progress.update(path, raw.tell(), size)
+                    if raw is not None:
+                        progress.update(path, raw.tell(), size)
             except (OSError, EOFError) as exc:  # unreadable or corrupt gzip: keep what was read
                 errors.append(f"{path}: {exc}")
-        files.append({"path": path, "lines": count, "first_timestamp": _edge_timestamp(edge_parser, head),
+        parsed = processor.line_counts().get(path, {}).get("parsed", 0)
+        files.append({"path": path, "lines": count, "parsed": parsed,
+                      "first_timestamp": _edge_timestamp(edge_parser, head),
                       "last_timestamp": _edge_timestamp(edge_parser, tail[::-1])})
     progress.clear()
     return processor, files, errors
+
+
+def not_a_mail_log(files: list[dict[str, Any]]) -> list[str]:
+    """A warning for each file with lines but not a single Postfix log line among them."""
+    return [f"{_name(f['path'])}: this does not look like a Postfix mail log: none of its {f['lines']} lines is a "
+            "Postfix log line (expected syslog or journal lines of postfix/smtp, postfix/qmgr, ...)"
+            for f in files if f["lines"] and not f["parsed"]]
+
+
+def _name(path: str) -> str:
+    return "standard input" if path == STDIN else path
 
 
 def _ranked(counts: dict[Any, int]) -> list[tuple[Any, int]]:
     return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
 
 
-def report(processor: LogProcessor, files: list[dict[str, Any]]) -> dict[str, Any]:
-    """The JSON document described in the module docstring (every MTA instance together)."""
+def report(processor: LogProcessor, files: list[dict[str, Any]], traffic: Traffic | None = None,
+           top: int = 15) -> dict[str, Any]:
+    """The JSON document described in the module docstring (every MTA instance together); with
+    ``traffic``, its tables too (``top`` rows of domains and senders)."""
     snap = merge_snapshots(processor.accounts.snapshots().values())
     lines = {"parsed": 0, "ignored": 0, "unparsed": 0}
     for counts in processor.line_counts().values():
@@ -180,9 +218,14 @@ def report(processor: LogProcessor, files: list[dict[str, Any]]) -> dict[str, An
         attempts = row["sent"] + row["deferred"] + row["bounced"]
         row["retry_rate"] = round(row["deferred"] / attempts, 4) if attempts else 0.0
     bounce_types = {"hard": 0, "soft": 0}
-    for (_, _, kind, _), n in snap.bounces.items():
+    external = {"hard": 0, "soft": 0}  # hops that stay on the host are no final outcome (as in the rules)
+    for (_, provider, kind, _), n in snap.bounces.items():
         bounce_types[kind] += n
-    finals = bounce_types["hard"] + bounce_types["soft"]
+        if provider != LOCAL:
+            external[kind] += n
+    bounced = bounce_types["hard"] + bounce_types["soft"]
+    finals = sum(n for (_, provider, status), n in snap.delivery_attempts.items()
+                 if status == SENT and provider != LOCAL) + external["hard"] + external["soft"]
     samples = snap.reason_samples
     return {
         "files": files,
@@ -197,7 +240,10 @@ def report(processor: LogProcessor, files: list[dict[str, Any]]) -> dict[str, An
             for (provider, reason), n in _ranked(snap.deferrals)],
         "bounces": {
             **bounce_types,
-            "hard_ratio": round(bounce_types["hard"] / finals, 4) if finals else None,
+            "final_outcomes": finals,
+            "hard_ratio": round(external["hard"] / finals, 4) if finals else None,
+            "soft_ratio": round(external["soft"] / finals, 4) if finals else None,
+            "hard_share": round(bounce_types["hard"] / bounced, 4) if bounced else None,
             "by_reason": [
                 {"type": kind, "lane": lane, "provider": provider, "reason": reason, "count": n,
                  # Soft bounces at expiry have no reply of their own: show the deferral's.
@@ -222,6 +268,7 @@ def report(processor: LogProcessor, files: list[dict[str, Any]]) -> dict[str, An
              "mean_seconds": round(h.total / h.count, 3) if h.count else None}
             for (lane, status), h in sorted(snap.delivery_delay.items())],
         "tracked_at_end": snap.tracked_messages,
+        **(traffic.report(top) if traffic is not None else {}),
     }
 
 
@@ -232,7 +279,7 @@ def render(doc: dict[str, Any], top: int) -> str:
     out.append(f"Lines: {lines['total']} ({lines['parsed']} parsed, {lines['ignored']} ignored, "
                f"{lines['unparsed']} unparsed)")
     for f in doc["files"]:
-        out.append(f"  {f['path']}: {f['lines']} lines, {when(f['first_timestamp'])} .. "
+        out.append(f"  {_name(f['path'])}: {f['lines']} lines, {when(f['first_timestamp'])} .. "
                    f"{when(f['last_timestamp'])}")
     out.append("")
     out.append("Messages received by lane: " + (", ".join(f"{lane} {n}" for lane, n in doc["received"].items())
@@ -259,8 +306,9 @@ def render(doc: dict[str, Any], top: int) -> str:
         out.append("  none")
     out.append("")
     bounces = doc["bounces"]
-    ratio = "n/a" if bounces["hard_ratio"] is None else f"{100 * bounces['hard_ratio']:.1f}% hard"
-    out.append(f"Bounces: {bounces['hard']} hard, {bounces['soft']} soft ({ratio})")
+    out.append(f"Bounces: {bounces['hard']} hard, {bounces['soft']} soft ({percent(bounces['hard_share'])} of "
+               f"bounces are hard); bounce ratio {percent(bounces['hard_ratio'])} hard, "
+               f"{percent(bounces['soft_ratio'])} soft of {bounces['final_outcomes']} final outcomes to providers")
     for row in bounces["by_reason"][:top]:
         out.append(f"  {row['count']:>8}  {row['type']:<4} {row['lane']}/{row['provider']}/{row['reason']}: "
                    f"{clip(row['sample'])}")
@@ -284,7 +332,26 @@ def render(doc: dict[str, Any], top: int) -> str:
         out.append("Address-verification probes (not deliveries): "
                    + ", ".join(f"{status} {n}" for status, n in doc["verify_probes"].items()))
     out.append(f"Messages still tracked at the end of the logs: {doc['tracked_at_end']}")
+    if "per_hour" in doc:
+        out += _traffic(doc, top)
     return "\n".join(out)
+
+
+def _traffic(doc: dict[str, Any], top: int) -> list[str]:
+    """pflogsumm's tables: traffic per hour, delivery per recipient domain, top senders."""
+    out = ["", "Per-hour traffic (status lines, as pflogsumm counts them; received: from smtpd and pickup)"]
+    hours = [[h["hour"], *(h[c] for c in HOUR_COLUMNS)] for h in doc["per_hour"]]
+    totals = ["TOTAL", *(sum(h[c] for h in doc["per_hour"]) for c in HOUR_COLUMNS)]
+    out += table(["hour", "received", "delivered", "deferred", "bounced", "expired"], [*hours, totals], indent="  ")
+    out += ["", f"Recipient domains (top {top}: status lines; mean delay of the sent, largest delay of any)"]
+    out += table(["domain", "sent", "deferred", "bounced", "mean delay", "max delay"],
+                 [[d["domain"], d["sent"], d["deferred"], d["bounced"],
+                   "-" if d["mean_delay_seconds"] is None else f"{d['mean_delay_seconds']:.1f} s",
+                   f"{d['max_delay_seconds']:.1f} s"] for d in doc["recipient_domains"]], indent="  ")
+    out += ["", f"Senders by message count (top {top})"]
+    out += table(["sender", "messages", "bytes"], [[s["sender"], s["messages"], s["bytes"]] for s in doc["senders"]],
+                 indent="  ")
+    return out
 
 
 def main(argv: list[str]) -> int:
@@ -292,16 +359,19 @@ def main(argv: list[str]) -> int:
 
     Lanes, providers and reasons come from the configuration (``--config.file``), as in the agent.
     """
-    parser = argparse.ArgumentParser(prog="mtaq-exporter analyze", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command_parser("mtaq-exporter analyze", __doc__)
     add_config_flags(parser, ())
-    parser.add_argument("logs", nargs="+", metavar="LOG", help="mail log file (plain or gzip)")
+    parser.add_argument("logs", nargs="+", metavar="LOG", help="mail log file (plain or gzip; - for standard input)")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
-    parser.add_argument("--top", type=int, default=15, help="rows per ranking in the human report (default 15)")
+    parser.add_argument("--top", type=int, default=15, metavar="N",
+                        help="rows per ranking (default 15; in --json: recipient domains and senders)")
     args = parser.parse_args(argv)
-    processor, files, errors = read_logs(args.logs, Classifier(load(args, ())))
+    traffic = Traffic()
+    processor, files, errors = read_logs(args.logs, Classifier(load(args, ())), traffic=traffic)
     for error in errors:
         print(f"mtaq-exporter analyze: cannot read {error}", file=sys.stderr)
-    doc = report(processor, files)
+    for warning in not_a_mail_log(files):
+        print(f"mtaq-exporter analyze: warning: {warning}", file=sys.stderr)
+    doc = report(processor, files, traffic, args.top)
     print(json.dumps(doc, indent=2) if args.json else render(doc, args.top))
     return 1 if errors else 0

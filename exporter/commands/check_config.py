@@ -1,21 +1,31 @@
 """``mtaq-exporter check-config``: validate the configuration as the agent does (the web-config
 file too), build the collectors it turns on without starting them, check that what they would
-read exists (the agent itself waits for that), say what each would read, and exit."""
+read exists and can be read (the agent itself waits for that), say what each would read and
+each lane's objectives, and exit: 0 valid, 2 with one line per problem.
+
+It takes the agent's configuration flags, so that the same command line checks exactly what the
+agent would run with."""
 
 from __future__ import annotations
-
-import argparse
 
 from collectors.classify import Classifier
 from collectors.settings import ConfigError
 from exporter.agent import build_collectors
-from exporter.commands.flags import WEB_FLAGS, add_config_flags, collector_flags, exit_on_config_error, load
+from exporter.commands.flags import (
+    WEB_FLAGS,
+    add_config_flags,
+    collector_flags,
+    command_parser,
+    exit_on_config_error,
+    load,
+)
+from exporter.render import age
 from exporter.web_config import load_web_config
 
 
 def main(argv: list[str]) -> int:
     """Exit 0 when the configuration (file, environment, flags) is valid, 2 with every problem when not."""
-    parser = argparse.ArgumentParser(prog="mtaq-exporter check-config", description=__doc__)
+    parser = command_parser("mtaq-exporter check-config", __doc__)
     flags = (*WEB_FLAGS, *collector_flags())
     add_config_flags(parser, flags, switches=True)
     config = load(parser.parse_args(argv), flags)
@@ -33,4 +43,7 @@ def main(argv: list[str]) -> int:
     for collector in collectors:
         for source in collector.sources():
             print(f"  {collector.id}: {source}")
+    for lane, objective in config.lanes.resolved_objectives().items():
+        print(f"  lane {lane}: at most {objective.max_messages} messages queued, oldest message warning after "
+              f"{age(objective.max_oldest_age)}, critical after {age(objective.critical_oldest_age)}")
     return 0

@@ -1,13 +1,16 @@
-"""Command-line flags shared by the commands: the configuration file, flags that set
-configuration keys (declared by the collectors and here for the web server), collector switches
-(``--collector.<id>`` / ``--no-collector.<id>``, node_exporter's convention) and the log level."""
+"""Command-line flags shared by the commands: the parser every command starts from, the
+configuration file, flags that set configuration keys (declared by the collectors and here for
+the web server), collector switches (``--collector.<id>`` / ``--no-collector.<id>``,
+node_exporter's convention) and the log level."""
 
 from __future__ import annotations
 
 import argparse
+import copy
 import logging
+import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, NoReturn
 
 from collectors.settings import ConfigError
@@ -25,6 +28,17 @@ WEB_FLAGS = (
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
+def plain(doc: str) -> str:
+    """A docstring as ``--help`` text: reST literals (````x````) and literal-block markers (``::``) removed."""
+    return re.sub(r"``([^`]*)``", r"\1", doc).replace("::\n", ":\n").strip()
+
+
+def command_parser(prog: str, doc: str | None, epilog: str | None = None) -> argparse.ArgumentParser:
+    """The parser of a command: its module docstring as description, line breaks kept."""
+    return argparse.ArgumentParser(prog=prog, description=plain(doc or ""), epilog=epilog,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
 def collector_flags(*collector_ids: str) -> tuple[Flag, ...]:
     """The flags of the named collectors (all of them when none is named)."""
     return tuple(flag for spec in COLLECTORS if not collector_ids or spec.id in collector_ids for flag in spec.flags)
@@ -34,15 +48,24 @@ def add_config_flags(parser: argparse.ArgumentParser, flags: Sequence[Flag], *, 
     """``--config.file`` and ``flags``; with ``switches``, ``--[no-]collector.<id>`` for every collector."""
     parser.add_argument("--config.file", dest="config_file", metavar="FILE",
                         help="YAML configuration file (also MTAQ_CONFIG_FILE)")
-    for flag in flags:
-        parser.add_argument(flag.flag, dest=f"flag:{flag.flag}", metavar=flag.metavar, choices=flag.choices,
-                            action="append" if flag.repeatable else "store", help=flag.help)
+    add_setting_flags(parser, flags)
     if switches:
         group = parser.add_argument_group("collectors", "turn a collector on or off whatever its condition")
         for spec in COLLECTORS:
             group.add_argument(f"--collector.{spec.id}", dest=f"collector:{spec.id}",
                                action=argparse.BooleanOptionalAction,
                                help=f"{spec.reads} (default: {spec.default})".replace("`", ""))
+
+
+def add_setting_flags(parser: argparse.ArgumentParser, flags: Sequence[Flag]) -> None:
+    """``flags``, each setting one configuration key, in a group of their own."""
+    if not flags:
+        return
+    group = parser.add_argument_group("settings", "each sets a configuration key (flags override MTAQ_... "
+                                                  "variables, which override the file)")
+    for flag in flags:
+        group.add_argument(flag.flag, dest=f"flag:{flag.flag}", metavar=flag.metavar, choices=flag.choices,
+                           action="append" if flag.repeatable else "store", help=flag.help)
 
 
 def add_log_level(parser: argparse.ArgumentParser) -> None:
@@ -63,10 +86,11 @@ def exit_on_config_error(exc: ConfigError) -> NoReturn:
     raise SystemExit(2)
 
 
-def load(args: argparse.Namespace, flags: Sequence[Flag]) -> Any:
-    """The configuration for parsed ``args``: file, environment, then the flags given; exits 2
-    with every problem listed."""
-    tree: dict[str, Any] = {}
+def load(args: argparse.Namespace, flags: Sequence[Flag], fixed: Mapping[str, Any] | None = None) -> Any:
+    """The configuration for parsed ``args``: file, environment, then ``fixed`` (settings the
+    command imposes, such as the demo's lanes), then the flags given; exits 2 with every problem
+    listed."""
+    tree: dict[str, Any] = copy.deepcopy(dict(fixed or {}))
     flag_keys: dict[str, str] = {}
     for flag in flags:
         value = getattr(args, f"flag:{flag.flag}", None)

@@ -1,36 +1,49 @@
-"""``mtaq-exporter qshape``: queued recipients by age bucket and provider (or domain, or reason).
+"""``mtaq-exporter qshape``: queued recipients by age bucket and lane, provider, domain, sender or reason.
 
 Like Postfix's ``qshape``: rows are sorted by total, columns are age buckets in minutes since
-arrival (0-5, 5-10, 10-20, ... doubling, and older than 1280). Unlike it, rows can be the bounded
-provider classes the metrics use, or the defer reason class, and the queue can come from a saved
-``postqueue -j`` listing as well as from the live showq socket.
+arrival (0-5, 5-10, 10-20, ... doubling, and older than 1280). Rows can be:
 
-``--json`` prints ``{"by": …, "buckets": [labels], "total": {"total": n, "counts": [...]},
-"rows": [{"key": …, "total": n, "counts": [...]}]}``.
+  provider  the provider class of each recipient (the metrics' provider label)
+  lane      the lane of each message (the agent's lane rules)
+  domain    each recipient's domain (qshape's default view)
+  sender    each message's sender domain (qshape -s; MAILER-DAEMON for bounces)
+  reason    the class of each recipient's last defer reason
+
+The queue is read live (every configured Postfix instance, through showq or postqueue -j) or
+from a saved ``postqueue -j`` listing (``--from-json FILE``, ``-`` for standard input). The first
+line says where it came from and when.
+
+``--json`` prints ``{"by": …, "source": [where each instance was read from], "read_at": epoch,
+"buckets": [labels], "total": {"total": n, "counts": [...]}, "rows": [{"key": …, "total": n,
+"counts": [...]}], "rows_omitted": n}`` (``rows_omitted``: rows beyond ``--limit``).
+
+Exit status 0, or 2 when the queue cannot be read.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
-from collections.abc import Iterable
-from pathlib import Path
+from collections.abc import Callable, Iterable, Iterator
 
 from collectors import postfix_queue
 from collectors.classify import Classifier, domain_of, relay_host
 from collectors.deadline import Deadline
-from collectors.postfix.instance import PostfixQueueReader
+from collectors.postfix.instance import PostfixInstance, PostfixQueueReader
 from collectors.postfix.showq import POSTFIX_QUEUES, decode_postqueue_json
-from collectors.queue_model import QueueMessage
-from exporter.commands.flags import add_config_flags, collector_flags, load
-from exporter.render import table
+from collectors.queue_model import QueueMessage, QueueRecipient
+from exporter.commands.flags import add_config_flags, collector_flags, command_parser, load
+from exporter.render import table, when
 
 EDGES_MINUTES = (5, 10, 20, 40, 80, 160, 320, 640, 1280)
 #: Seconds the whole queue read may take from the shell (a million-message queue takes minutes).
 QSHAPE_READ_TIMEOUT = 600.0
 BUCKETS = (*(f"{e}m" for e in EDGES_MINUTES), "1280m+")  # each labelled by its upper edge
+VIEWS = ("provider", "lane", "domain", "sender", "reason")
+
+#: The row key of one recipient of one message (of the named instance).
+KeyOf = Callable[[QueueMessage, QueueRecipient, str | None], str]
 
 
 def _bucket(age_seconds: float) -> int:
@@ -41,23 +54,41 @@ def _bucket(age_seconds: float) -> int:
     return len(EDGES_MINUTES)
 
 
+def key_function(by: str, classifier: Classifier) -> KeyOf:
+    """How ``--by`` names the row of a recipient."""
+
+    def provider(_m: QueueMessage, r: QueueRecipient, _i: str | None) -> str:
+        return classifier.provider(domain_of(r.address), relay_host(None, r.reason))
+
+    def lane(m: QueueMessage, _r: QueueRecipient, instance: str | None) -> str:
+        first = domain_of(m.recipients[0].address) if m.recipients else None
+        return classifier.lane(m.sender, first, instance)
+
+    def domain(_m: QueueMessage, r: QueueRecipient, _i: str | None) -> str:
+        return domain_of(r.address) or "(local)"
+
+    def sender(m: QueueMessage, _r: QueueRecipient, _i: str | None) -> str:
+        return (domain_of(m.sender) or "(local)") if m.sender else "MAILER-DAEMON"
+
+    def reason(_m: QueueMessage, r: QueueRecipient, _i: str | None) -> str:
+        return classifier.reason(None, r.reason) if r.reason else "(no reason yet)"
+
+    return {"provider": provider, "lane": lane, "domain": domain, "sender": sender, "reason": reason}[by]
+
+
 def shape(messages: Iterable[QueueMessage], classifier: Classifier, by: str, now: float,
-          queues: set[str]) -> dict[str, list[int]]:
-    """Recipient counts per row key, each a list with one count per age bucket."""
-    rows: dict[str, list[int]] = {}
+          queues: set[str], instance: str | None = None,
+          rows: dict[str, list[int]] | None = None) -> dict[str, list[int]]:
+    """Recipient counts per row key, each a list with one count per age bucket; adds to ``rows``
+    when given (several instances into one table)."""
+    rows = {} if rows is None else rows
+    key_of = key_function(by, classifier)
     for message in messages:
         if message.queue not in queues:
             continue
         bucket = _bucket(now - message.arrival)
         for recipient in message.recipients:
-            domain = domain_of(recipient.address)
-            if by == "domain":
-                key = domain or "(local)"
-            elif by == "reason":
-                key = classifier.reason(None, recipient.reason) if recipient.reason else "(no reason yet)"
-            else:
-                key = classifier.provider(domain, relay_host(None, recipient.reason))
-            counts = rows.setdefault(key, [0] * len(BUCKETS))
+            counts = rows.setdefault(key_of(message, recipient, instance), [0] * len(BUCKETS))
             counts[bucket] += 1
     return rows
 
@@ -69,43 +100,88 @@ def ranked(rows: dict[str, list[int]], limit: int) -> tuple[list[int], list[tupl
 
 
 def render(rows: dict[str, list[int]], by: str, limit: int) -> str:
-    """A qshape-style text table, largest rows first, with a TOTAL line."""
+    """A qshape-style text table, largest rows first, with a TOTAL line and a note when rows were left out."""
     total, ordered = ranked(rows, limit)
     body = [["TOTAL", sum(total), *total], *([k, sum(v), *v] for k, v in ordered)]
-    return "\n".join(table([by, "total", *BUCKETS], body, align="r" * (len(BUCKETS) + 2)))
+    lines = table([by, "total", *BUCKETS], body, align="r" * (len(BUCKETS) + 2))
+    if len(rows) > limit:
+        lines.append(f"... {len(rows) - limit} more rows with {sum(total) - sum(sum(v) for _, v in ordered)} "
+                     f"recipients (--limit {limit})")
+    return "\n".join(lines)
+
+
+class ListingError(ValueError):
+    """A file that is not a ``postqueue -j`` listing."""
+
+
+def read_listing(name: str) -> list[QueueMessage]:
+    """The messages of a saved ``postqueue -j`` listing (``-``: standard input)."""
+    try:
+        if name == "-":
+            text = sys.stdin.read()
+        else:
+            with open(name, encoding="utf-8", errors="replace") as listing:
+                text = listing.read()
+    except OSError as exc:
+        raise ListingError(f"{name}: {exc.strerror or exc}") from None
+    messages = []
+    for number, line in enumerate(text.splitlines(), 1):
+        try:
+            messages += decode_postqueue_json([line])
+        except (ValueError, KeyError, TypeError, AttributeError):
+            shown = line if len(line) <= 60 else line[:59] + "…"
+            raise ListingError(f"{'standard input' if name == '-' else name} is not a postqueue -j listing "
+                               f"(one JSON object per message): line {number}: {shown!r}") from None
+    return messages
+
+
+def _live(instances: Iterable[PostfixInstance]) -> Iterator[tuple[str, list[QueueMessage], str]]:
+    """(instance name, messages, where they were read from) for each configured instance."""
+    deadline = Deadline(QSHAPE_READ_TIMEOUT)
+    for instance in instances:
+        reader = PostfixQueueReader(instance)
+        messages = list(reader.read(deadline))
+        yield reader.name, messages, f"instance {reader.name}: {' '.join(reader.source_info)}"
 
 
 def main(argv: list[str]) -> int:
     """Print the queue shape; exit 0, or 2 when the queue cannot be read."""
-    parser = argparse.ArgumentParser(prog="mtaq-exporter qshape", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command_parser("mtaq-exporter qshape", __doc__)
     flags = collector_flags(postfix_queue.ID)
     add_config_flags(parser, flags)
-    parser.add_argument("--by", choices=("provider", "domain", "reason"), default="provider")
+    parser.add_argument("--by", choices=VIEWS, default="provider", help="what a row is (default provider)")
     parser.add_argument("--queue", action="append", choices=POSTFIX_QUEUES,
                         help="queue to include (repeatable; default: all but hold)")
-    parser.add_argument("--from-json", metavar="FILE", help="read a saved `postqueue -j` listing instead")
-    parser.add_argument("--limit", type=int, default=30, help="rows to show (default 30)")
-    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument("--from-json", metavar="FILE",
+                        help="read a saved postqueue -j listing instead (- for standard input)")
+    parser.add_argument("--limit", type=int, default=30, metavar="N", help="rows to show (default 30)")
+    parser.add_argument("--json", action="store_true", help="print one JSON document")
     args = parser.parse_args(argv)
     config = load(args, flags)
     classifier = Classifier(config)
     queues = set(args.queue or [q for q in POSTFIX_QUEUES if q != "hold"])
+    now = time.time()
+    rows: dict[str, list[int]] = {}
+    sources = []
     try:
         if args.from_json:
-            messages: list[QueueMessage] = list(decode_postqueue_json(Path(args.from_json).read_text().splitlines()))
+            shape(read_listing(args.from_json), classifier, args.by, now, queues, rows=rows)
+            sources.append(f"listing {'standard input' if args.from_json == '-' else args.from_json}")
         else:
-            deadline = Deadline(QSHAPE_READ_TIMEOUT)
-            messages = [m for i in config.postfix.instances for m in PostfixQueueReader(i).read(deadline)]
+            for name, messages, source in _live(config.postfix.instances):
+                shape(messages, classifier, args.by, now, queues, name, rows)
+                sources.append(source)
     except (OSError, ValueError) as exc:
         print(f"mtaq-exporter qshape: cannot read the queue: {exc}", file=sys.stderr)
         return 2
-    rows = shape(messages, classifier, args.by, time.time(), queues)
     if args.json:
         total, ordered = ranked(rows, args.limit)
-        print(json.dumps({"by": args.by, "buckets": list(BUCKETS),
+        print(json.dumps({"by": args.by, "source": sources, "read_at": now, "buckets": list(BUCKETS),
                           "total": {"total": sum(total), "counts": total},
-                          "rows": [{"key": k, "total": sum(v), "counts": v} for k, v in ordered]}, indent=2))
+                          "rows": [{"key": k, "total": sum(v), "counts": v} for k, v in ordered],
+                          "rows_omitted": max(0, len(rows) - args.limit)}, indent=2))
     else:
+        print(f"queue: {'; '.join(sources)}; queues {', '.join(q for q in POSTFIX_QUEUES if q in queues)}; "
+              f"ages as of {when(now)}")
         print(render(rows, args.by, args.limit))
     return 0

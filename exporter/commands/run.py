@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import logging
 import signal
 import sys
@@ -19,6 +18,7 @@ from exporter.commands.flags import (
     add_config_flags,
     add_log_level,
     collector_flags,
+    command_parser,
     exit_on_config_error,
     load,
     setup_logging,
@@ -31,19 +31,22 @@ log = logging.getLogger("mtaq")
 USAGE = """commands (mtaq-exporter COMMAND --help for each):
   demo          the agent on bundled real Postfix data
   check-config  validate the configuration and exit (0 valid, 2 invalid)
-  qshape        queued recipients by age bucket and provider, domain or reason
+  qshape        queued recipients by age bucket and lane, provider, domain, sender or reason
   analyze       incident report of mail log files
   dead-letters  a running agent's dead letters with their failure context
+  status        a running agent's incident summary (what / shows), --watch, --json
   blocklists    one-shot DNS blocklist check
+  actions       alert-driven actions: list, restore, setup-postfix
 
 Exit status 2 on bad configuration or usage, with one line per problem naming the key."""
 
 
 def run_agent(config: Any, collectors: Sequence[BaseCollector] | None = None, *,
-              ready: threading.Event | None = None) -> int:
-    """Run the agent until SIGINT/SIGTERM (or, off the main thread, until the process ends)."""
+              ready: threading.Event | None = None, banner: str | None = None) -> int:
+    """Run the agent until SIGINT/SIGTERM (or, off the main thread, until the process ends);
+    ``banner`` tops its page."""
     try:
-        agent = Agent(config, collectors)
+        agent = Agent(config, collectors, banner=banner)
     except ConfigError as exc:
         exit_on_config_error(exc)
     except FamilyConflictError as exc:
@@ -78,10 +81,8 @@ def _ignored(signum: int, _frame: object) -> None:
 
 def main(argv: list[str]) -> int:
     """Parse the agent's flags and run it."""
-    parser = argparse.ArgumentParser(prog="mtaq-exporter", epilog=USAGE,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     description="Prometheus exporter and alerting agent for the outgoing mail "
-                                                 "queues and delivery logs of Postfix.")
+    parser = command_parser("mtaq-exporter", "Prometheus exporter and alerting agent for the outgoing mail queues and "
+                                             "delivery logs of Postfix.", epilog=USAGE)
     flags = (*WEB_FLAGS, *collector_flags())
     add_config_flags(parser, flags, switches=True)
     add_log_level(parser)

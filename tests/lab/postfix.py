@@ -197,9 +197,10 @@ class PostfixLab:
             time.sleep(0.2)
 
 
-def start_lab(root: Path, **settings: str) -> tuple[PostfixLab, ProviderSMTP]:
-    """A provider simulator and a Postfix instance relaying to it."""
-    provider = ProviderSMTP().start()
+def start_lab(root: Path, *, provider: ProviderSMTP | None = None, **settings: str) -> tuple[PostfixLab, ProviderSMTP]:
+    """A provider simulator (``provider``, started here, or a new one) and a Postfix instance
+    relaying to it; ``settings`` are extra main.cf lines."""
+    provider = (provider or ProviderSMTP()).start()
     lab = PostfixLab(root, relay_port=provider.port, settings=settings)
     try:
         lab.start()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import socketserver
 import threading
+import time
 from dataclasses import dataclass, field
 
 # Recipient domain -> the reply to RCPT TO. Multi-line replies use "code-" continuation lines
@@ -38,13 +39,40 @@ REPLIES: dict[str, list[str]] = {
 ACCEPT = ["250 2.1.5 Ok"]
 
 
+#: What Gmail answers a sender that goes over its rate (reference/exim-kumo-throttle.md §4).
+GMAIL_RATE_LIMIT = REPLIES["gmail.com"]
+
+
 @dataclass
 class Stats:
     """What the simulator saw, so tests can cross-check Postfix's own accounting."""
 
     delivered: list[str] = field(default_factory=list)
+    delivered_at: list[tuple[float, str]] = field(default_factory=list)  # (time, domain) per recipient
     rejected: dict[str, int] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def delivered_to(self, domain: str, since: float, until: float) -> int:
+        """Recipients of ``domain`` accepted between ``since`` and ``until``."""
+        with self.lock:
+            return sum(1 for at, d in self.delivered_at if d == domain and since <= at < until)
+
+
+@dataclass
+class RateLimit:
+    """A provider that accepts ``limit`` recipients per ``window`` seconds, then answers like
+    Gmail does to a burst, until the window has room again."""
+
+    limit: int
+    window: float
+    accepted: list[float] = field(default_factory=list)
+
+    def allows(self, now: float) -> bool:
+        self.accepted = [t for t in self.accepted if now - t < self.window]
+        if len(self.accepted) >= self.limit:
+            return False
+        self.accepted.append(now)
+        return True
 
 
 class _Handler(socketserver.StreamRequestHandler):
@@ -78,6 +106,10 @@ class _Handler(socketserver.StreamRequestHandler):
                 address = command.partition(":")[2].strip().strip("<>")
                 domain = address.rpartition("@")[2].lower()
                 reply = REPLIES.get(domain, ACCEPT)
+                limit: RateLimit | None = self.server.limits.get(domain)  # type: ignore[attr-defined]
+                if limit is not None:
+                    with stats.lock:
+                        reply = ACCEPT if limit.allows(time.time()) else GMAIL_RATE_LIMIT
                 if reply is ACCEPT:
                     recipients.append(address)
                 else:
@@ -97,6 +129,8 @@ class _Handler(socketserver.StreamRequestHandler):
                         break
                 with stats.lock:
                     stats.delivered.extend(recipients)
+                    now = time.time()
+                    stats.delivered_at.extend((now, r.rpartition("@")[2].lower()) for r in recipients)
                 self._send(["250 2.0.0 Ok: queued"])
             elif verb == "RSET":
                 recipients = []
@@ -118,16 +152,20 @@ class _Server(socketserver.ThreadingTCPServer):
 
 
 class ProviderSMTP:
-    """Start with ``start()``; ``port`` is a free loopback port chosen at start."""
+    """Start with ``start()``; ``port`` is a free loopback port chosen at start. ``limits``
+    (domain -> RateLimit) make domains answer bursts with Gmail's rate-limit reply; the test may
+    change them while the simulator runs (``limits.clear()``: the provider recovered)."""
 
-    def __init__(self) -> None:
+    def __init__(self, limits: dict[str, RateLimit] | None = None) -> None:
         self.stats = Stats()
+        self.limits = limits if limits is not None else {}
         self._server: _Server | None = None
         self.port = 0
 
     def start(self) -> ProviderSMTP:
         self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.stats = self.stats  # type: ignore[attr-defined]
+        self._server.limits = self.limits  # type: ignore[attr-defined]
         self.port = self._server.server_address[1]
         threading.Thread(target=self._server.serve_forever, daemon=True, name="provider-smtp").start()
         return self
