@@ -3,15 +3,18 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 # Debian packages the real-component tests use (SPEC §7); installed only as root and when missing.
-# chromium (with its driver package) renders the status page in the browser tests.
-DEBS   := postfix prometheus prometheus-alertmanager pflogsumm chromium chromium-driver
+# chromium (with its driver package) renders the status page in the browser tests; podman, buildah,
+# runc and mmdebstrap build and run the image in the container lab; pipx installs the wheel.
+DEBS   := postfix prometheus prometheus-alertmanager pflogsumm chromium chromium-driver \
+          podman buildah runc mmdebstrap pipx libidn12
 BENCH_DEBS := prometheus-postfix-exporter mtail
 # Postfix's tools live in /usr/sbin, which Debian leaves out of a normal user's PATH: the agent
 # finds Postfix (postconf) and falls back to postqueue -j through it.
 RUN_PATH := $(PATH):/usr/local/sbin:/usr/sbin:/sbin
-PIP := $(BIN)/pip install --quiet --disable-pip-version-check
+# constraints.txt pins every dependency (the image installs the same versions).
+PIP := $(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt
 
-.PHONY: run demo test test-unit lint setup setup-run system-deps bench clean
+.PHONY: run demo test test-unit lint setup setup-run system-deps bench clean constraints
 
 # The agent when a configuration is given (MTAQ_CONFIG_FILE or --config.file in ARGS) or Postfix is
 # found the way the agent finds it; the demo otherwise. ARGS go to either (both take the web flags).
@@ -32,7 +35,7 @@ demo: setup-run
 setup-run: $(VENV)/.installed-run
 setup: $(VENV)/.installed-test
 
-$(VENV)/.installed-run: pyproject.toml
+$(VENV)/.installed-run: pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "mtaq-exporter needs Python 3.11 or newer: make run PYTHON=python3.11")'
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) -e .
@@ -42,6 +45,8 @@ $(VENV)/.installed-test: $(VENV)/.installed-run
 	$(PIP) -e '.[test]'
 	touch $@
 
+# Exim's lab: exim4-daemon-light conflicts with postfix, so tests/lab/exim.py fetches it with
+# apt-get download and unpacks it privately (once; libidn12 above is the library it lacks).
 system-deps:
 	@missing=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
@@ -50,6 +55,7 @@ system-deps:
 	echo "postfix postfix/main_mailer_type select Local only" | debconf-set-selections; \
 	echo "postfix postfix/mailname string localhost" | debconf-set-selections; \
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null
+	@if [ "$$(id -u)" = 0 ] && [ -x $(BIN)/python ]; then $(BIN)/python -m tests.lab.exim install; fi
 
 test: setup system-deps lint
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
@@ -68,9 +74,24 @@ bench: setup system-deps
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(BENCH_DEBS) >/dev/null
 	$(BIN)/python -m bench.queue_bench
 	$(BIN)/python -m bench.log_bench
+	$(BIN)/python -m bench.analyze_bench
+	$(BIN)/python -m bench.steady_bench --duration 60
 	$(BIN)/python -m bench.latency_bench
 	$(BIN)/python -m bench.tailer_bench
 	$(BIN)/python -m bench.dnsbl_bench
+	$(BIN)/python -m bench.exim_bench
+
+# Re-pin constraints.txt after changing the dependencies in pyproject.toml: the newest versions
+# pyproject.toml allows, resolved in a scratch venv.
+constraints:
+	rm -rf .cache/constraints-venv
+	$(PYTHON) -m venv .cache/constraints-venv
+	.cache/constraints-venv/bin/pip install --quiet --disable-pip-version-check '.[test]' $$($(PYTHON) -c \
+		'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"])')
+	{ grep '^#' constraints.txt; \
+	  .cache/constraints-venv/bin/pip freeze --all --exclude mtaq-exporter | grep -v '^pip=='; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
+	rm -rf .cache/constraints-venv
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info build

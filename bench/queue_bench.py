@@ -30,7 +30,7 @@ import urllib.request
 from pathlib import Path
 
 from tests.helpers import free_port
-from tests.lab.postfix import start_lab
+from tests.lab.postfix import PostfixLab, start_lab
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = ROOT / "tests" / "fixtures" / "postfix_queue" / "showq.bin"
@@ -85,20 +85,49 @@ lanes = ClassificationConfig.model_validate({"lanes": {"rules": [
     {"lane": "high", "match": {"sender": "*@alerts.example.com"}},
     {"lane": "low", "match": {"sender_domain": "bulk.example.com"}}]}})
 reader = PostfixQueueReader(PostfixInstance(name="bench", showq_path=sys.argv[1]))
-c = QueueCollector("postfix_queue", "postfix", [reader], Classifier(lanes), POSTFIX_QUEUES)
+c = QueueCollector("postfix_queue", "postfix", [reader], Classifier(lanes), POSTFIX_QUEUES, read_timeout=3600)
 began = time.perf_counter()
 assert c.run_refresh(), c.health.view().last_error
 elapsed = time.perf_counter() - began
-import resource
-print(elapsed, c.snapshot("bench").total_messages, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+print(elapsed, c.snapshot("bench").total_messages, next(int(line.split()[1]) for line in open("/proc/self/status")
+                                                     if line.startswith("VmHWM:")))
 """
 
 
 def mtaq_read(showq: str) -> tuple[float, int, int]:
-    """One full mtaq queue read in a fresh process: (seconds, messages, peak RSS KiB)."""
+    """One full mtaq queue read in a fresh process: (seconds, messages, peak RSS KiB). The peak is
+    the process's own (``VmHWM``): ``ru_maxrss`` would carry the parent's over fork and exec."""
     out = subprocess.run([sys.executable, "-c", MTAQ_READ, showq], capture_output=True, text=True, cwd=ROOT,
                          check=True).stdout.split()
     return float(out[0]), int(out[1]), int(out[2])
+
+
+def showq_baselines(lab: PostfixLab, messages: int, repeat: int) -> tuple[subprocess.Popen, float, float, int]:
+    """Start prometheus-postfix-exporter on the lab's showq socket, then time, interleaved,
+    ``repeat`` full mtaq showq reads and ``repeat`` postfix_exporter scrapes. Returns the exporter
+    (still running), the medians (mtaq, postfix_exporter) in seconds and mtaq's peak RSS in KiB."""
+    showq = str(lab.showq_path)
+    port = free_port()
+    exporter = subprocess.Popen(
+        ["prometheus-postfix-exporter", f"--web.listen-address=127.0.0.1:{port}",
+         f"--postfix.showq_path={showq}", "--postfix.logfile_path=/dev/null"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/metrics"
+    try:
+        # listening, not a scrape: scraping a big queue takes longer than a readiness check may wait
+        lab.wait_for(lambda: _listening(port), timeout=30, what="postfix_exporter")
+        mtaq_times, baseline_times, rss = [], [], 0
+        for _ in range(repeat):
+            seconds, counted, peak = mtaq_read(showq)
+            assert counted == messages, counted
+            mtaq_times.append(seconds)
+            rss = max(rss, peak)
+            baseline_times.append(timed_get(url))
+    except BaseException:
+        exporter.terminate()
+        exporter.wait()
+        raise
+    return exporter, statistics.median(mtaq_times), statistics.median(baseline_times), rss
 
 
 def synthetic_server(path: str, count: int) -> threading.Thread:
@@ -149,21 +178,7 @@ def main() -> None:
             lab.wait_for(lambda: queue_files(lab.queue_dir, "deferred") >= args.messages, timeout=1800,
                          what="all messages deferred")
             showq = str(lab.showq_path)
-            port = free_port()
-            exporter = subprocess.Popen(
-                ["prometheus-postfix-exporter", f"--web.listen-address=127.0.0.1:{port}",
-                 f"--postfix.showq_path={showq}", "--postfix.logfile_path=/dev/null"],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            url = f"http://127.0.0.1:{port}/metrics"
-            lab.wait_for(lambda: _answers(url), timeout=30, what="postfix_exporter")
-            mtaq_times, baseline_times, rss = [], [], 0
-            for _ in range(args.repeat):
-                seconds, messages, peak = mtaq_read(showq)
-                assert messages == args.messages, messages
-                mtaq_times.append(seconds)
-                rss = max(rss, peak)
-                baseline_times.append(timed_get(url))
-            mtaq_s, base_s = statistics.median(mtaq_times), statistics.median(baseline_times)
+            exporter, mtaq_s, base_s, rss = showq_baselines(lab, args.messages, args.repeat)
             print(f"queue read, {args.messages} messages (median of {args.repeat}):")
             print(f"  mtaq (showq → classify → tally): {mtaq_s:.3f} s, peak RSS {rss / 1024:.0f} MiB")
             print(f"  prometheus-postfix-exporter 0.3.0 scrape: {base_s:.3f} s")
@@ -196,6 +211,14 @@ def main() -> None:
         print(f"synthetic showq stream, {messages} messages: {seconds:.2f} s "
               f"({messages / seconds:.0f} msg/s), peak RSS {peak / 1024:.0f} MiB (target < 300 MiB)")
     print(f"(bench process peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB)")
+
+
+def _listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    except OSError:
+        return False
+    return True
 
 
 def _answers(url: str) -> bool:

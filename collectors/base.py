@@ -15,7 +15,7 @@ import logging
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
@@ -44,6 +44,9 @@ class Job:
 
 class Services(Protocol):
     """What the agent offers a collector's route handlers."""
+
+    #: Every collector the agent runs (a route may show what several of them hold).
+    collectors: Sequence[BaseCollector]
 
     def run_now(self, job: str) -> bool:
         """Ask for an extra run of the named job now; False if there is no such job."""

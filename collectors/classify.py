@@ -36,6 +36,7 @@ REASONS = (
 LOCAL_AGENTS = frozenset({"local", "virtual", "pipe", "discard"})
 LABEL_VALUE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 _CACHE_LIMIT = 65536
+_EXACT_REPLY_LIMIT = 4096
 # bytes.translate is a C table lookup; str.translate with a mapping is ten times slower.
 _BLANK_DIGITS = bytes.maketrans(b"0123456789", b"0000000000")
 
@@ -287,6 +288,7 @@ class Classifier:
         self._lane_cache: dict[tuple[str | None, ...], str] = {}
         self._provider_cache: dict[tuple[str, str | None], str] = {}
         self._reason_cache: dict[tuple[str | None, bytes], str] = {}
+        self._reason_texts: dict[tuple[str | None, str], str] = {}
 
     def provider_domains(self) -> dict[str, list[str]]:
         """The recipient domains of each provider in the table (hosted domains, known only by
@@ -387,8 +389,14 @@ class Classifier:
         reply), and the table costs tens of microseconds a reply. Codes that decide a class
         come with replies that differ in more than their digits (``[TSS04]`` "temporarily
         deferred" / ``[TSS09]`` "permanently deferred", ``(S3150)``/``(S775)``) or with their
-        own DSN, which stays in the key as it is.
+        own DSN, which stays in the key as it is. A smaller cache of exact replies comes first:
+        most repeat whole (connection timeouts, throttling notices), and their key needs no copy;
+        it is small because replies with fresh ids never hit it and each entry holds a reply.
         """
+        exact = (dsn, text)
+        name = self._reason_texts.get(exact)  # a reply seen before exactly, without blanking its digits
+        if name is not None:
+            return name
         key = (dsn, text.encode("utf-8", "surrogateescape").translate(_BLANK_DIGITS))
         name = self._reason_cache.get(key)
         if name is None:
@@ -396,6 +404,9 @@ class Classifier:
             if len(self._reason_cache) >= _CACHE_LIMIT:
                 self._reason_cache.clear()
             self._reason_cache[key] = name
+        if len(self._reason_texts) >= _EXACT_REPLY_LIMIT:
+            self._reason_texts.clear()
+        self._reason_texts[exact] = name
         return name
 
     def _reason_uncached(self, dsn: str | None, text: str) -> str:

@@ -40,6 +40,12 @@ one thread can feed while scrapes read.
 Queue ids are unique only within one MTA instance, so ``InstanceAccounts`` keeps one
 ``DeliveryAccounting`` per instance (the ``mta_instance`` label), and ``merge_snapshots`` sums
 them for reports that do not split by instance.
+
+Everything kept per message depends on that message's events alone, so a log can also be split
+by queue id between several accountings (``analyze`` on several cores) and their snapshots put
+back together by ``merge_parts``. Only the latest reply per reason and the dead-letter log depend
+on the order of events across messages: fed a ``serial`` (the line's place in the whole log),
+an accounting remembers where each of those came from.
 """
 
 from __future__ import annotations
@@ -48,8 +54,8 @@ import threading
 import time
 from bisect import bisect_left
 from collections import OrderedDict, defaultdict, deque
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 
 from collectors.base import Clock
 from collectors.classify import LOCAL, OTHER, Classifier, domain_of
@@ -160,6 +166,9 @@ class AccountingSnapshot:
     negative_delays: int
     dead_letter_log: tuple[DeadLetter, ...]
     reason_samples: dict[tuple[str, str, str], str]  # (deferred|bounced, provider, reason) -> latest reply
+    # With a serial only (see the module docstring): where each reply sample and dead letter came from.
+    sample_serials: dict[tuple[str, str, str], int] = field(default_factory=dict)
+    dead_letter_serials: tuple[int, ...] = ()
 
 
 def bounce_type(dsn: str | None) -> str:
@@ -172,9 +181,10 @@ class DeliveryAccounting:
 
     def __init__(self, classifier: Classifier, *, clock: Clock = time.time,
                  max_messages: int = DEFAULT_MAX_MESSAGES, message_ttl: float = DEFAULT_MESSAGE_TTL,
-                 dead_letter_limit: int = DEAD_LETTER_LIMIT) -> None:
+                 dead_letter_limit: int = DEAD_LETTER_LIMIT, serial: Callable[[], int] | None = None) -> None:
         self._classifier = classifier
         self._clock = clock
+        self._serial = serial
         self._max_messages = max_messages
         self._ttl = message_ttl
         self._lock = threading.Lock()
@@ -197,6 +207,8 @@ class DeliveryAccounting:
         self._notifications: defaultdict[tuple[str], int] = defaultdict(int)
         self._dead_letter_log: deque[DeadLetter] = deque(maxlen=dead_letter_limit)
         self._samples: dict[tuple[str, str, str], str] = {}
+        self._sample_serials: dict[tuple[str, str, str], int] = {}
+        self._dead_letter_serials: deque[int] = deque(maxlen=dead_letter_limit)
         self._labels: dict[tuple[str | None, str, str | None, str | None, str | None], tuple[str, str]] = {}
 
     # -- events -----------------------------------------------------------------------------
@@ -290,14 +302,14 @@ class DeliveryAccounting:
                     message.deferred_counted = True
                     self._messages_deferred[(lane, provider)] += 1
                 self._deferrals[(provider, reason)] += 1
-                self._samples[(DEFERRED, provider, reason)] = text
+                self._sample(DEFERRED, provider, reason, text)
                 if pending is None:
                     pending = message.pending = {}
                 pending[recipient] = message.last = (lane, provider, reason, text)
             else:
                 reason = self._classifier.reason(dsn, text)
                 self._bounces[(lane, provider, bounce_type(dsn), reason)] += 1
-                self._samples[(BOUNCED, provider, reason)] = text
+                self._sample(BOUNCED, provider, reason, text)
                 if pending:
                     pending.pop(recipient, None)
                 self._observe(lane, BOUNCED, now - message.arrival if delay is None else delay)
@@ -363,6 +375,8 @@ class DeliveryAccounting:
                 qid, message.sender, instance or message.instance, lane, provider, reason, text, first_seen,
                 now, forced, message.attempts, message.providers, len(pending),
                 tuple(list(pending)[:_SAMPLE_RECIPIENTS])))
+            if self._serial is not None:
+                self._dead_letter_serials.append(self._serial())
             message.pending = None
 
     def removed(self, qid: str) -> None:
@@ -379,6 +393,12 @@ class DeliveryAccounting:
             self._labels.clear()
         self._labels[(sender, domain, host, instance, service)] = labels
         return labels
+
+    def _sample(self, status: str, provider: str, reason: str, text: str) -> None:
+        key = (status, provider, reason)
+        self._samples[key] = text
+        if self._serial is not None:
+            self._sample_serials[key] = self._serial()
 
     def _observe(self, lane: str, status: str, seconds: float) -> None:
         if seconds < 0:  # out-of-order timestamps or a negative delay=: 0, and counted
@@ -431,6 +451,8 @@ class DeliveryAccounting:
                 negative_delays=self._negative_delays,
                 dead_letter_log=tuple(self._dead_letter_log),
                 reason_samples=dict(self._samples),
+                sample_serials=dict(self._sample_serials),
+                dead_letter_serials=tuple(self._dead_letter_serials),
             )
 
 
@@ -466,10 +488,48 @@ def merge_snapshots(snapshots: Iterable[AccountingSnapshot]) -> AccountingSnapsh
         reason_samples=samples)
 
 
+def merge_parts(parts: Iterable[AccountingSnapshot], dead_letter_limit: int = DEAD_LETTER_LIMIT) -> AccountingSnapshot:
+    """One instance's accounting of a log split between several accountings by queue id, each fed
+    a serial: the snapshot one accounting reading the whole log would have made. Equal unless the
+    parts evicted differently (more messages in flight than the cap; timestamps that jump back and
+    forth by more than the TTL, as in logs of several hosts pasted together, sweep stale messages
+    at other moments), and float sums (delay totals) may differ in their last bits by the order of
+    addition."""
+    parts = list(parts)
+    samples: dict[tuple[str, str, str], tuple[int, str]] = {}
+    for part in parts:
+        for key, text in part.reason_samples.items():
+            serial = part.sample_serials[key]
+            if key not in samples or serial > samples[key][0]:
+                samples[key] = (serial, text)
+    letters = sorted(((serial, letter) for part in parts
+                      for serial, letter in zip(part.dead_letter_serials, part.dead_letter_log, strict=True)),
+                     key=lambda pair: pair[0])[-dead_letter_limit:]
+    return replace(merge_snapshots(parts), dead_letter_log=tuple(letter for _, letter in letters),
+                   reason_samples={key: text for key, (_, text) in samples.items()},
+                   sample_serials={key: serial for key, (serial, _) in samples.items()},
+                   dead_letter_serials=tuple(serial for serial, _ in letters))
+
+
+class _ByInstance(dict[str | None, DeliveryAccounting]):
+    """Instance as records carry it -> its accounting; an instance not seen yet is added (``__missing__``)."""
+
+    __slots__ = ("_add",)
+
+    def __init__(self, add: Callable[[str | None], DeliveryAccounting]) -> None:
+        super().__init__()
+        self._add = add
+
+    def __missing__(self, instance: str | None) -> DeliveryAccounting:
+        return self._add(instance)
+
+
 class InstanceAccounts:
     """One ``DeliveryAccounting`` per MTA instance, created on first sight.
 
-    ``get(instance)`` is on the hot path: one dict lookup once an instance is known. ``preset``
+    ``get(instance)`` is on the hot path: one dict lookup once an instance is known, and
+    ``by_instance[instance]`` the same without a Python-level call (adapters bind its
+    ``__getitem__``). ``preset``
     instances (else ``default``) exist from the start, so their series are there before the
     first line. A record without an instance (a bare journald line) counts under ``default``;
     beyond ``MAX_INSTANCES``
@@ -477,14 +537,16 @@ class InstanceAccounts:
     """
 
     def __init__(self, classifier: Classifier, default: str, *, clock: Clock = time.time,
-                 max_messages: int = DEFAULT_MAX_MESSAGES, preset: Iterable[str] = ()) -> None:
+                 max_messages: int = DEFAULT_MAX_MESSAGES, preset: Iterable[str] = (),
+                 serial: Callable[[], int] | None = None) -> None:
         self._classifier = classifier
         self._default = default
         self._clock = clock
         self._max_messages = max_messages
+        self._serial = serial
         self._lock = threading.Lock()
         self._named: dict[str, DeliveryAccounting] = {}  # by mta_instance label
-        self._lookup: dict[str | None, DeliveryAccounting] = {}  # by what records carry
+        self.by_instance = _ByInstance(self._add)  # by what records carry
         for name in tuple(preset) or (default,):  # zero-filled from the start
             self.get(name)
 
@@ -495,10 +557,7 @@ class InstanceAccounts:
 
     def get(self, instance: str | None) -> DeliveryAccounting:
         """The accounting of ``instance``."""
-        accounting = self._lookup.get(instance)
-        if accounting is None:
-            accounting = self._add(instance)
-        return accounting
+        return self.by_instance[instance]
 
     def _add(self, instance: str | None) -> DeliveryAccounting:
         with self._lock:
@@ -507,9 +566,10 @@ class InstanceAccounts:
                 name = OTHER
             accounting = self._named.get(name)
             if accounting is None:
-                accounting = DeliveryAccounting(self._classifier, clock=self._clock, max_messages=self._max_messages)
+                accounting = DeliveryAccounting(self._classifier, clock=self._clock, max_messages=self._max_messages,
+                                                serial=self._serial)
                 self._named[name] = accounting
-            self._lookup[instance] = accounting
+            self.by_instance[instance] = accounting
             return accounting
 
     def snapshots(self) -> Mapping[str, AccountingSnapshot]:

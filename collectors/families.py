@@ -91,11 +91,12 @@ QUEUE_SCAN_DURATION = _g("mtaq_queue_scan_duration_seconds", "Duration of the la
                          *MTA)
 QUEUE_LAST_SCAN = _g("mtaq_queue_last_scan_timestamp_seconds", "Time the last complete queue scan finished.", *MTA)
 QUEUE_SOURCE = _g("mtaq_queue_source_info",
-                  "Where the instance's queue was last read from (source: showq or postqueue). Always 1.",
+                  "Where the instance's queue was last read from (source: showq, postqueue, spool or exim_bp). "
+                  "Always 1.",
                   *MTA, "source", "path")
 QUEUE_SKIPPED = _g("mtaq_queue_skipped_messages",
-                   "Messages of the last complete scan left out of the totals: an unknown queue name or a "
-                   "non-finite number" + _QUEUE, *MTA, "reason")
+                   "Messages of the last complete scan left out of the totals: an unknown queue name, a "
+                   "non-finite number or an undecodable queue file" + _QUEUE, *MTA, "reason")
 QUEUE = (UP, QUEUE_MESSAGES, QUEUE_RECIPIENTS, QUEUE_SIZE, QUEUE_OLDEST, QUEUE_DEFERRED, QUEUE_FORCED_EXPIRE,
          QUEUE_SCAN_DURATION, QUEUE_LAST_SCAN, QUEUE_SOURCE, QUEUE_SKIPPED)
 

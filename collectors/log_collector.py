@@ -133,12 +133,14 @@ class LogCollector(BaseCollector):
         return [Job(self.id, HEALTH_INTERVAL, self.check_sources)]
 
     def routes(self, services: Services) -> list[Route]:
-        """``GET /api/v1/dead-letters``."""
-        return [Route("GET", "/api/v1/dead-letters", self._dead_letters, title="Dead letters (JSON)")]
+        """``GET /api/v1/dead-letters``: the dead letters of every mail log the agent tails (each log
+        collector offers the same route; the agent serves it once)."""
+        def dead_letters(request: Request) -> Response:
+            logs = [c for c in services.collectors if isinstance(c, LogCollector)] or [self]
+            letters = (d for c in logs for s in c.snapshots().values() for d in s.dead_letter_log)
+            return Response.json(dead_letters_payload(letters, mask=not request.trusted))
 
-    def _dead_letters(self, request: Request) -> Response:
-        dead_letters = (d for s in self.snapshots().values() for d in s.dead_letter_log)
-        return Response.json(dead_letters_payload(dead_letters, mask=not request.trusted))
+        return [Route("GET", "/api/v1/dead-letters", dead_letters, title="Dead letters (JSON)")]
 
     def start(self) -> None:
         """Start tailing."""

@@ -6,7 +6,9 @@ collector scans each in the background every ``interval`` seconds, folds the mes
 failed read, or one that does not finish within ``read_timeout``, turns that instance's
 ``mtaq_up`` to 0 and keeps its last good snapshot visible: never partial totals. Records with a
 queue name the MTA does not have, or a non-finite number, are counted apart
-(``mtaq_queue_skipped_messages``), never made labels or totals.
+(``mtaq_queue_skipped_messages``), never made labels or totals. A reader that can rescan
+incrementally (an :class:`IncrementalQueueReader`, such as Postfix's ``spool`` source) updates a
+``QueueLedger`` kept for its instance instead, and its snapshot comes from the ledger.
 
 Sample output::
 
@@ -22,19 +24,23 @@ import math
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from prometheus_client.metrics_core import Metric
 
 from collectors import families as F
 from collectors.base import BaseCollector, Clock
 from collectors.classify import Classifier
-from collectors.deadline import Deadline, ReadCancelled
-from collectors.queue_model import QueueMessage, QueueSnapshot, QueueTally
+from collectors.deadline import Deadline, ReadCancelled, ReadTimeout
+from collectors.queue_model import UNDECODABLE_REASON, QueueLedger, QueueMessage, QueueSnapshot, QueueTally
 
 #: Share of the scan interval a read may take by default (``read_timeout``).
 READ_TIMEOUT_SHARE = 0.8
-SKIP_REASONS = ("unknown_queue", "bad_value")
+#: A full read that runs out of time may take twice as long the next time, up to this many scan
+#: intervals: a queue grown past what one interval can list (showq of a million messages) is then
+#: read less often instead of never (the scheduler skips the runs a long read overlaps).
+MAX_READ_TIMEOUT_INTERVALS = 10
+SKIP_REASONS = ("unknown_queue", "bad_value", UNDECODABLE_REASON)
 
 
 class QueueReader(Protocol):
@@ -57,6 +63,23 @@ class QueueReader(Protocol):
         ...
 
 
+@runtime_checkable
+class IncrementalQueueReader(QueueReader, Protocol):
+    """A queue reader that remembers what it read: ``scan()`` brings ``ledger`` up to date with the
+    queue, re-reading only what changed since the last scan. A scan cut short (deadline, error)
+    leaves the ledger consistent with what it did see, and the next scan completes it. ``close()``
+    ends what it keeps between scans; a later scan starts it again."""
+
+    def scan(self, deadline: Deadline, ledger: QueueLedger) -> None:
+        """Apply every change of the queue since the last scan to ``ledger``; raise when the
+        queue cannot be scanned completely in time."""
+        ...
+
+    def close(self) -> None:
+        """Release what tracks changes between scans (threads, watches)."""
+        ...
+
+
 def _skip_reason(message: QueueMessage, queues: frozenset[str]) -> str | None:
     """Why a record must stay out of the totals: a queue name that is not a label value, or a
     number no real queue file has."""
@@ -72,18 +95,21 @@ class QueueCollector(BaseCollector):
 
     def __init__(self, collector_id: str, mta: str, readers: Sequence[QueueReader], classifier: Classifier,
                  queues: Iterable[str], *, interval: float = 30.0, read_timeout: float | None = None,
-                 clock: Clock = time.time) -> None:
+                 clock: Clock = time.time, deferred_queue: str = QueueTally.DEFERRED_QUEUE) -> None:
         super().__init__(collector_id, clock)
         self.mta = mta
         self.readers = tuple(readers)
         self.interval = interval
         # A read must end well before the next is due, so that scans never pile up.
         self.read_timeout = read_timeout or READ_TIMEOUT_SHARE * interval
-        self.tally = QueueTally(classifier, queues)
+        self.tally = QueueTally(classifier, queues, deferred_queue)
         self._queues = frozenset(queues)
         self._snapshots: dict[str, QueueSnapshot] = {}
         self._skipped: dict[str, dict[str, int]] = {}
+        self._ledgers = {r.name: QueueLedger(self.tally, r.name) for r in self.readers
+                         if isinstance(r, IncrementalQueueReader)}
         self._up: dict[str, bool] = dict.fromkeys((r.name for r in self.readers), False)
+        self._longer: dict[str, float] = {}  # instance -> the read time allowed after a timeout
         self._stop = threading.Event()
 
     def describe(self) -> tuple[F.Family, ...]:
@@ -103,21 +129,21 @@ class QueueCollector(BaseCollector):
         errors = []
         for reader in self.readers:
             start = time.monotonic()
-            snapshot = self.tally.new_snapshot()
-            skipped: dict[str, int] = {}
             try:
-                for message in reader.read(Deadline(self.read_timeout, self._stop)):
-                    reason = _skip_reason(message, self._queues)
-                    if reason is None:
-                        self.tally.add(snapshot, message, reader.name)
-                    else:
-                        skipped[reason] = skipped.get(reason, 0) + 1
+                allowed = self._longer.get(reader.name, self.read_timeout)
+                snapshot, skipped = self._read(reader, Deadline(allowed, self._stop))
             except ReadCancelled:
                 raise
+            except ReadTimeout as exc:
+                self._up[reader.name] = False
+                errors.append(f"{reader.name}: {exc}{self._allow_longer(reader)}")
+                continue
             except Exception as exc:
                 self._up[reader.name] = False
                 errors.append(f"{reader.name}: {exc}")
                 continue
+            if time.monotonic() - start < self.read_timeout / 2:
+                self._longer.pop(reader.name, None)  # the queue shrank: back to the usual time
             if skipped and skipped != self._skipped.get(reader.name):
                 self.log.warning("%s: left out of the totals: %s", reader.name,
                                  ", ".join(f"{n} {reason}" for reason, n in sorted(skipped.items())))
@@ -129,9 +155,41 @@ class QueueCollector(BaseCollector):
         if errors:
             raise OSError("; ".join(errors))
 
+    def _allow_longer(self, reader: QueueReader) -> str:
+        """After a full read ran out of time, allow it twice as long (an incremental reader keeps
+        what it read and carries on instead); the phrase that says so in the error."""
+        if isinstance(reader, IncrementalQueueReader):
+            return ""
+        current = self._longer.get(reader.name, self.read_timeout)
+        longer = min(2 * current, MAX_READ_TIMEOUT_INTERVALS * self.interval)
+        if longer <= current:
+            return ""
+        self._longer[reader.name] = longer
+        return f"; the next read may take {longer:g} s"
+
+    def _read(self, reader: QueueReader, deadline: Deadline) -> tuple[QueueSnapshot, dict[str, int]]:
+        """One complete read of ``reader``'s queue: its snapshot and what was left out of it."""
+        ledger = self._ledgers.get(reader.name)
+        if ledger is not None and isinstance(reader, IncrementalQueueReader):
+            reader.scan(deadline, ledger)
+            return ledger.snapshot(), ledger.skipped()
+        snapshot = self.tally.new_snapshot()
+        skipped: dict[str, int] = {}
+        for message in reader.read(deadline):
+            reason = _skip_reason(message, self._queues)
+            if reason is None:
+                self.tally.add(snapshot, message, reader.name)
+            else:
+                skipped[reason] = skipped.get(reason, 0) + 1
+        return snapshot, skipped
+
     def stop(self) -> None:
-        """Abandon a read in progress: shutdown never waits for a slow queue."""
+        """Abandon a read in progress (shutdown never waits for a slow queue) and release what the
+        incremental readers keep between scans."""
         self._stop.set()
+        for reader in self.readers:
+            if isinstance(reader, IncrementalQueueReader):
+                reader.close()
 
     def snapshot(self, instance: str) -> QueueSnapshot | None:
         """The last complete scan of ``instance``."""

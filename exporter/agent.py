@@ -68,7 +68,7 @@ class Agent:
                                actions=self.actions.overview if self.actions is not None else None)
         self.scheduler = Scheduler([*(job for c in self.collectors for job in c.jobs()), self.summary.job()])
         self.tls, auth = load_web_config(config.web.config_file) if config.web.config_file else (None, None)
-        routes = self._routes() + [r for c in self.collectors for r in c.routes(self)]
+        routes = self._routes() + self._collector_routes()
         self.links = [(r.path, r.title) for r in routes if r.title and r.method == "GET"]
         web = config.web
         self.http = HTTPServer(routes, basic_auth=auth, unauthenticated_writes=web.unauthenticated_writes,
@@ -93,14 +93,30 @@ class Agent:
             *self._disabled_routes(),
         ]
 
+    def _collector_routes(self) -> list[Route]:
+        """The collectors' routes; one that several collectors offer (the dead letters of the
+        Postfix and the Exim log) shows what all of them hold, and is served once."""
+        routes: dict[tuple[str, str], Route] = {}
+        for collector in self.collectors:
+            for route in collector.routes(self):
+                routes.setdefault((route.method, route.path), route)
+        return list(routes.values())
+
     def _disabled_routes(self) -> list[Route]:
-        """The routes of what is off, each answering 404 with how to turn it on."""
+        """The routes of what is off (and not served by something that is on), each answering
+        404 with how to turn it on."""
         enabled = {c.id for c in self.collectors}
+        served = {route for spec in COLLECTORS if spec.id in enabled for route in spec.routes}
         off = [(spec.routes, spec.disabled) for spec in COLLECTORS if spec.id not in enabled]
         if self.actions is None:
             off.append((ACTION_ROUTES, ACTIONS_DISABLED))
-        return [Route(method, path, lambda _r, why=why: Response(404, f"{why}\n".encode()))
-                for routes, why in off for method, path in routes]
+        disabled: dict[tuple[str, str], Route] = {}
+        for routes, why in off:
+            for method, path in routes:
+                if (method, path) not in served:
+                    disabled.setdefault((method, path), Route(
+                        method, path, lambda _r, why=why: Response(404, f"{why}\n".encode())))
+        return list(disabled.values())
 
     def status(self, trusted: bool) -> dict[str, Any]:
         """The status document with the incident summary (addresses masked unless ``trusted``)."""

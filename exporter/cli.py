@@ -8,7 +8,18 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from exporter.commands import actions, analyze, blocklists, check_config, dead_letters, demo, qshape, run, status
+from exporter.commands import (
+    actions,
+    analyze,
+    blocklists,
+    check_config,
+    dead_letters,
+    demo,
+    healthcheck,
+    qshape,
+    run,
+    status,
+)
 
 COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "demo": demo.main,
@@ -19,6 +30,7 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "dead-letters": dead_letters.main,
     "status": status.main,
     "actions": actions.main,
+    "healthcheck": healthcheck.main,
 }
 
 

@@ -137,7 +137,8 @@ def alertmanager_config(agent: Agent, tmp: Path, receiver: Receiver) -> dict:
 
 
 def test_a_rate_limited_provider_is_throttled_then_restored(lab: tuple[PostfixLab, ProviderSMTP, str],
-                                                           tmp_path: Path) -> None:
+                                                           tmp_path: Path, capsys: pytest.CaptureFixture[str]
+                                                           ) -> None:
     postfix, provider, original = lab
     agent = start_agent(postfix, tmp_path, free_port())
     receiver = Receiver()
@@ -157,6 +158,7 @@ def test_a_rate_limited_provider_is_throttled_then_restored(lab: tuple[PostfixLa
         traffic = Traffic(postfix)
         started = time.time()
         promlab.wait_for_alert(prom.url, "MtaqProviderRateLimited", labels={"provider": "google"}, timeout=120)
+        fired_at = time.time()
         wait_until(lambda: in_force(agent, "postfix_throttle:google"), 60, "the throttle to be applied",
                    interval=0.5)
         applied_at = time.time()
@@ -190,6 +192,10 @@ def test_a_rate_limited_provider_is_throttled_then_restored(lab: tuple[PostfixLa
         # throttle's pace after.
         attempts_after = len(times) / (observe_to - observe_from) * 60
         assert attempts_after <= 60 / (DELAY - 0.5) < attempts_before, (attempts_before, attempts_after)
+        with capsys.disabled():
+            print(f"\nactions e2e: alert fired after {fired_at - started:.1f} s of traffic, throttle in force "
+                  f"{applied_at - fired_at:.1f} s later; attempts/min at the simulator {attempts_before:.0f} "
+                  f"before, {attempts_after:.0f} under the throttle")
 
         # The provider recovers; the alert has resolved (no deferrals for a rate window), and
         # after the cool-down the throttle is undone exactly.

@@ -245,6 +245,7 @@ def test_each_spec_names_the_routes_its_collector_adds(tmp_path: Path) -> None:
     log.write_text("")
     config = load_config(environ={}, overrides={
         "web": {"listen_address": "127.0.0.1:0"}, "postfix": {"enabled": True}, "log": {"paths": [str(log)]},
+        "exim": {"instances": [{"spool_directory": str(tmp_path), "log_path": str(log)}]},
         "dnsbl": {"enabled": True, "targets": {"ips": ["192.0.2.1"]}},
         "actions": {"enabled": True, "agent_labels": {"instance": "x"}, "webhook": {"bearer_token_file": str(token)},
                     "rules": [{"alertname": "A", "action": "postfix_throttle",

@@ -14,7 +14,7 @@ from collectors.table import COLLECTORS
 from exporter.commands.flags import WEB_FLAGS, collector_flags
 
 ROOT = Path(__file__).resolve().parent.parent
-COMMANDS = ("", "demo", "check-config", "qshape", "analyze", "dead-letters", "status")
+COMMANDS = ("", "demo", "check-config", "qshape", "analyze", "dead-letters", "status", "healthcheck")
 
 
 def help_text(command: str) -> str:

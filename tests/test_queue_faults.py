@@ -82,7 +82,57 @@ def test_a_slow_showq_is_down_with_a_reason(slow_showq: SlowShowq) -> None:
     registry = build_registry([collector])
     assert not collector.run_refresh()
     assert registry.get_sample_value("mtaq_up", MTA) == 0
-    assert collector.health.view().last_error == "OSError: postfix: timed out after 0.8 s"
+    assert collector.health.view().last_error == "OSError: postfix: timed out after 0.8 s; the next read may take 1.6 s"
+
+
+class Growing:
+    """A queue reader whose read takes ``seconds`` (checking its deadline like a real one)."""
+
+    source_info = ("test", "-")
+
+    def __init__(self, seconds: float) -> None:
+        self.name = "postfix"
+        self.seconds = seconds
+        self.allowed: list[float] = []
+
+    def source(self) -> str:
+        return "a queue that takes long to list"
+
+    def read(self, deadline: Deadline) -> Iterator[QueueMessage]:
+        self.allowed.append(deadline.seconds)
+        end = time.monotonic() + self.seconds
+        while time.monotonic() < end:
+            deadline.check()
+            time.sleep(0.01)
+        yield message("deferred")
+
+
+def test_a_queue_too_large_for_one_interval_is_read_with_more_time_not_never() -> None:
+    reader = Growing(0.5)
+    collector = QueueCollector("postfix_queue", "postfix", [reader], Classifier(), POSTFIX_QUEUES,
+                               interval=0.25, read_timeout=0.2)
+    registry = build_registry([collector])
+    assert not collector.run_refresh()  # 0.2 s
+    assert not collector.run_refresh()  # 0.4 s
+    assert "the next read may take 0.8 s" in str(collector.health.view().last_error)
+    assert collector.run_refresh()  # 0.8 s: done
+    assert registry.get_sample_value("mtaq_up", MTA) == 1
+    assert registry.get_sample_value("mtaq_queue_messages", {**MTA, "queue": "deferred", "lane": "normal"}) == 1
+    reader.seconds = 0.0  # the backlog drained: back to the usual time
+    assert collector.run_refresh()
+    assert collector.run_refresh()
+    assert reader.allowed == [0.2, 0.4, 0.8, 0.8, 0.2]
+
+
+def test_the_longer_read_time_has_a_ceiling() -> None:
+    reader = Growing(60.0)
+    collector = QueueCollector("postfix_queue", "postfix", [reader], Classifier(), POSTFIX_QUEUES,
+                               interval=0.1, read_timeout=0.05)
+    for _ in range(7):
+        assert not collector.run_refresh()
+    # Doubling up to MAX_READ_TIMEOUT_INTERVALS (10) scan intervals, then no further.
+    assert reader.allowed == [0.05, 0.1, 0.2, 0.4, 0.8, 1.0, 1.0]
+    assert collector.health.view().last_error == "OSError: postfix: timed out after 1 s"
 
 
 def test_a_stream_without_separators_is_refused_early() -> None:

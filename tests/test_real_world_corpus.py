@@ -15,7 +15,8 @@ import yaml
 
 from collectors.classify import REASONS, ClassificationConfig, Classifier
 from collectors.delivery_accounting import SELF, merge_snapshots
-from collectors.log_pipeline import LogProcessor
+from collectors.exim.log_events import EXIM_LOG
+from collectors.log_pipeline import LogFormat, LogProcessor
 from collectors.postfix.log_events import POSTFIX_LOG
 from collectors.postfix.log_parse import Delivery, PostfixLineParser
 from exporter.config import load_config
@@ -24,13 +25,15 @@ FIXTURES = Path(__file__).parent / "fixtures" / "postfix_log"
 LINES = yaml.safe_load((FIXTURES / "real_world.yaml").read_text(encoding="utf-8"))
 REPLIES = yaml.safe_load((FIXTURES / "reason_replies.yaml").read_text(encoding="utf-8"))
 EXAMPLE = Path(__file__).parent.parent / "examples" / "mtaq.yml"
+#: The same for Exim main log lines (``tests/fixtures/exim_log/real_world.yaml``, sources in it).
+EXIM_LINES = yaml.safe_load((FIXTURES.parent / "exim_log" / "real_world.yaml").read_text(encoding="utf-8"))
 #: The providers issue 10 names; each needs real replies for several classes.
 BIG_PROVIDERS = ("google", "microsoft", "yahoo", "apple", "gmx", "orange")
 
 
-def counted(line: str, config: dict | None = None) -> tuple[str, str | None, str]:
+def counted(line: str, config: dict | None = None, log_format: LogFormat = POSTFIX_LOG) -> tuple[str, str | None, str]:
     """(status, reason, provider) under which the accounting counts one delivery line."""
-    processor = LogProcessor(POSTFIX_LOG, Classifier(ClassificationConfig.model_validate(config or {})))
+    processor = LogProcessor(log_format, Classifier(ClassificationConfig.model_validate(config or {})))
     processor.process_lines("corpus", [line])
     snap = merge_snapshots(processor.accounts.snapshots().values())
     assert processor.line_counts()["corpus"]["parsed"] == 1
@@ -50,6 +53,18 @@ def test_real_lines(entry: dict) -> None:
         assert (status, reason) == ("deferred", SELF)
     else:
         assert (status, reason, provider) == (entry["status"], entry["reason"], entry["provider"])
+
+
+@pytest.mark.parametrize("entry", EXIM_LINES,
+                         ids=[f"{i}-{e['status']}-{e['provider'] or 'self'}" for i, e in enumerate(EXIM_LINES)])
+def test_real_exim_lines(entry: dict) -> None:
+    """Exim lines of both deferral layouts, folded multi-line replies, +pid/+millisec/zone prefixes."""
+    assert counted(entry["line"], log_format=EXIM_LOG) == (entry["status"], entry["reason"], entry["provider"])
+    if "type" in entry:
+        processor = LogProcessor(EXIM_LOG, Classifier())
+        processor.process_lines("corpus", [entry["line"]])
+        ((_, _, kind, _),) = merge_snapshots(processor.accounts.snapshots().values()).bounces
+        assert kind == entry["type"]
 
 
 @pytest.mark.parametrize("entry", REPLIES, ids=[f"{i}-{e['provider']}-{e['reason']}" for i, e in enumerate(REPLIES)])

@@ -126,16 +126,22 @@ def test_path_is_a_directory_until_replaced(tmp_path: Path) -> None:
     t.stop()
 
 
-def test_deleted_file_is_drained_then_the_new_one_read(tmp_path: Path) -> None:
-    """The writer keeps its fd after the unlink (kumina/postfix_exporter#78): keep reading it;
-    when the path comes back, read the new file from 0. A deleted file that stays idle for the
-    grace period is closed, so its space can be freed."""
+def written_log(tmp_path: Path) -> tuple[Path, int, FakeClock, Recorder, Tailer]:
+    """A log, its writer's fd, and a tailer (grace period 5 s on a fake clock) that has opened it."""
     log = tmp_path / "mail.log"
     writer = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
     clock = FakeClock()
     sink = Recorder()
     t = Tailer([str(log)], sink, checkpoint_path=None, use_inotify=False, clock=clock, rotate_grace=5.0)
     t.poll_once()
+    return log, writer, clock, sink, t
+
+
+def test_deleted_file_is_drained_then_the_new_one_read(tmp_path: Path) -> None:
+    """The writer keeps its fd after the unlink (kumina/postfix_exporter#78): keep reading it;
+    when the path comes back, read the new file from 0. A deleted file that stays idle for the
+    grace period is closed, so its space can be freed."""
+    log, writer, clock, sink, t = written_log(tmp_path)
     os.write(writer, b"1\n")
     os.unlink(log)
     os.write(writer, b"2\nunfinished")
@@ -152,6 +158,26 @@ def test_deleted_file_is_drained_then_the_new_one_read(tmp_path: Path) -> None:
     t.poll_once()
     assert sink.lines() == [b"1", b"2", b"unfinished", b"3"]
     assert t.stats[str(log)].last_error is None
+    t.stop()
+
+
+def test_a_quiet_file_deleted_gets_its_grace_period_from_the_deletion(tmp_path: Path) -> None:
+    """Quiet for longer than the grace period, then deleted: the writer may still append until it
+    reopens the path, as after a rename (found by the rotation property test)."""
+    log, writer, clock, sink, t = written_log(tmp_path)
+    clock.now += 5.0
+    os.unlink(log)
+    t.poll_once()  # deletion seen: the grace period starts now
+    os.write(writer, b"late\n")
+    clock.now += 4.0
+    t.poll_once()
+    assert sink.lines() == [b"late"]
+    clock.now += 5.0
+    t.poll_once()  # idle since: closed
+    os.close(writer)
+    log.write_bytes(b"next\n")
+    t.poll_once()
+    assert sink.lines() == [b"late", b"next"]
     t.stop()
 
 

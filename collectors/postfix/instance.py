@@ -8,6 +8,8 @@ the same service ``postqueue -p`` asks. When the socket cannot be opened from he
 install where the agent's user is not in ``postdrop``), ``postqueue -j`` is run instead: it is
 setgid ``postdrop`` and asks the same service. A refused connection on an existing socket means
 Postfix is stopped: that is reported as a failure, not papered over by postqueue's direct read.
+With ``queue_source: spool`` the queue directories are read directly and incrementally
+(``collectors/postfix/spool.py``); ``queue_reader()`` picks the reader an instance asks for.
 """
 
 from __future__ import annotations
@@ -16,15 +18,21 @@ import logging
 import os
 import shutil
 from collections.abc import Iterator
-from typing import Annotated
+from typing import Literal
 
-from pydantic import Field, StringConstraints, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from collectors.command import CommandError, run
 from collectors.deadline import Deadline
 from collectors.postfix.showq import MailSystemDown, read_postqueue, read_showq_socket
+from collectors.postfix.spool import (
+    DEFAULT_DUP_FILTER_LIMIT,
+    DEFAULT_EMPTY_ADDRESS,
+    DEFAULT_FULL_SCAN_INTERVAL,
+    SpoolQueueReader,
+)
 from collectors.queue_model import QueueMessage
-from collectors.settings import Duration, StrictModel
+from collectors.settings import Duration, InstanceName, NonNegativeDuration, StrictModel
 
 log = logging.getLogger("mtaq.postfix")
 
@@ -32,8 +40,6 @@ MTA = "postfix"
 DEFAULT_QUEUE_DIRECTORY = "/var/spool/postfix"
 #: What ``syslog_name`` is when nothing sets it: the ``mta_instance`` of a default instance.
 DEFAULT_INSTANCE = "postfix"
-
-InstanceName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
 
 
 class PostfixInstance(StrictModel):
@@ -44,6 +50,22 @@ class PostfixInstance(StrictModel):
     config_dir: str | None = Field(default=None, description="postconf -c directory; None: Postfix's default")
     showq_path: str | None = Field(default=None, description="default: <queue_directory>/public/showq")
     postqueue: str = Field(default="postqueue", description="postqueue binary for the fallback")
+    queue_source: Literal["showq", "spool"] = Field(
+        default="showq", description="showq: ask Postfix's showq service; spool: read the queue directories "
+                                     "incrementally (needs Postfix's uid or root)")
+    queue_directory: str | None = Field(
+        default=None, description="spool source: the queue directory; default: postconf's queue_directory")
+    spool_files_per_second: float = Field(
+        default=20000, ge=0, description="spool source: at most this many queue files opened per second; 0: no limit")
+    spool_inotify: bool = Field(
+        default=True, description="spool source: track changes with inotify and rescan only those; false: stat "
+                                  "every queue file on every scan (filesystems where inotify misses changes, NFS)")
+    spool_full_scan_interval: NonNegativeDuration = Field(
+        default=DEFAULT_FULL_SCAN_INTERVAL, description="spool source with inotify: walk the whole queue at least "
+                                                        "this often as a safety net; 0: only when inotify needs it")
+    spool_processes: int | None = Field(
+        default=None, ge=1, description="spool source: worker processes that read the queue files of the first "
+                                        "scan; null: one per CPU the agent may use; 1: none")
 
     def postconf(self, *parameters: str) -> list[str]:
         """Values of ``parameters`` in this instance's configuration (raises ``CommandError``)."""
@@ -82,6 +104,47 @@ class PostfixSection(StrictModel):
         return self
 
 
+def _postconf(instance: PostfixInstance, *parameters: str) -> list[str] | None:
+    """``parameters`` of ``instance`` from postconf, or None (logged) when postconf cannot say."""
+    try:
+        values = instance.postconf(*parameters)
+    except (CommandError, OSError) as exc:
+        log.warning("postconf failed for instance %s (%s)", instance.name, exc)
+        return None
+    if len(values) != len(parameters):
+        log.warning("postconf gave %d values for %d parameters of instance %s", len(values), len(parameters),
+                    instance.name)
+        return None
+    return values
+
+
+def _check_syslog_name(instance: PostfixInstance, syslog_name: str) -> None:
+    if syslog_name != instance.name:
+        log.warning("Postfix instance %s logs as %r: name it %r so that its queue and log series agree",
+                    instance.name, syslog_name, syslog_name)
+
+
+def spool_reader(instance: PostfixInstance) -> SpoolQueueReader:
+    """The spool reader of ``instance``: its queue directory (configured, else postconf's) and
+    showq's ``duplicate_filter_limit`` and ``empty_address_recipient`` (postconf's, else Postfix's defaults)."""
+    values = _postconf(instance, "queue_directory", "syslog_name", "duplicate_filter_limit",
+                       "empty_address_recipient")
+    queue_directory, dup_limit, empty = DEFAULT_QUEUE_DIRECTORY, DEFAULT_DUP_FILTER_LIMIT, DEFAULT_EMPTY_ADDRESS
+    if values is not None:
+        queue_directory, syslog_name, limit, empty = values
+        _check_syslog_name(instance, syslog_name)
+        dup_limit = int(limit) if limit.isdigit() else DEFAULT_DUP_FILTER_LIMIT
+    return SpoolQueueReader(instance.name, instance.queue_directory or queue_directory,
+                            files_per_second=instance.spool_files_per_second, dup_filter_limit=dup_limit,
+                            empty_address=empty, inotify=instance.spool_inotify,
+                            full_scan_interval=instance.spool_full_scan_interval, processes=instance.spool_processes)
+
+
+def queue_reader(instance: PostfixInstance) -> PostfixQueueReader | SpoolQueueReader:
+    """The queue reader ``instance.queue_source`` asks for."""
+    return spool_reader(instance) if instance.queue_source == "spool" else PostfixQueueReader(instance)
+
+
 def postfix_present() -> bool:
     """Whether a local Postfix looks installed (for ``postfix.enabled: null``)."""
     return shutil.which("postconf") is not None or os.path.exists(
@@ -104,14 +167,12 @@ class PostfixQueueReader:
         self.source_info = ("showq", self.showq_path)
 
     def _discover(self) -> str:
-        try:
-            queue_directory, syslog_name = self.instance.postconf("queue_directory", "syslog_name")
-        except (CommandError, ValueError) as exc:
-            log.warning("postconf failed for instance %s (%s); assuming %s", self.name, exc, DEFAULT_QUEUE_DIRECTORY)
+        values = _postconf(self.instance, "queue_directory", "syslog_name")
+        if values is None:
+            log.warning("assuming queue directory %s for instance %s", DEFAULT_QUEUE_DIRECTORY, self.name)
             return os.path.join(DEFAULT_QUEUE_DIRECTORY, "public", "showq")
-        if syslog_name != self.name:
-            log.warning("Postfix instance %s logs as %r: name it %r so that its queue and log series agree",
-                        self.name, syslog_name, syslog_name)
+        queue_directory, syslog_name = values
+        _check_syslog_name(self.instance, syslog_name)
         return os.path.join(queue_directory, "public", "showq")
 
     def preflight(self) -> list[str]:

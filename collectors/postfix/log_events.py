@@ -25,14 +25,19 @@ from collectors.postfix.log_parse import (
 #: bounce(8)'s "<who> <kind> notification" -> ``mtaq_notifications_total{type}`` (sender and
 #: postmaster copies alike: each is a message Postfix made).
 NOTIFICATION_KINDS = {"non-delivery": "non_delivery", "delay": "delay", "delivery status": "delivery_status"}
+_HOP_CACHE_LIMIT = 4096
 
 
 class PostfixEvents:
     """The adapter: one method per record type that means something to the accounting."""
 
     def __init__(self, accounts: InstanceAccounts, classifier: Classifier) -> None:
-        self._account = accounts.get
+        # The mapping's own lookup: no Python-level call for an instance already seen.
+        self._account = accounts.by_instance.__getitem__
         self._local_hop = classifier.local_hop
+        # (relay, service) -> (host named by the relay or None, whether the hop stays on the host):
+        # a few next hops carry all the traffic, and both answers cost more than the lookup.
+        self._hops: dict[tuple[str | None, str | None], tuple[str | None, bool]] = {}
 
     def handlers(self) -> EventHandlers:
         """Record type -> event method."""
@@ -57,15 +62,27 @@ class PostfixEvents:
 
     def delivery(self, record: Delivery) -> None:
         """A delivery status line; address-verification probes are counted apart."""
-        accounting = self._account(record.instance)
+        instance = record.instance
+        accounting = self._account(instance)
         if record.probe:
             accounting.probe(record.status)
             return
-        relay = record.relay
-        accounting.delivery(
-            record.qid, record.to, record.status, record.timestamp, relay_host(relay, record.text),
-            record.dsn, record.text, record.delay, record.instance, record.service,
-            self._local_hop(relay, record.service), record.soft_bounce)
+        relay, service, text = record.relay, record.service, record.text
+        hop = self._hops.get((relay, service))
+        if hop is None:
+            hop = self._hop(relay, service)
+        host, local = hop
+        if host is None:  # no host in the relay (relay=none): the reply text may name it
+            host = relay_host(relay, text)
+        accounting.delivery(record.qid, record.to, record.status, record.timestamp, host, record.dsn, text,
+                            record.delay, instance, service, local, record.soft_bounce)
+
+    def _hop(self, relay: str | None, service: str | None) -> tuple[str | None, bool]:
+        hop = (relay_host(relay), self._local_hop(relay, service))
+        if len(self._hops) >= _HOP_CACHE_LIMIT:
+            self._hops.clear()
+        self._hops[(relay, service)] = hop
+        return hop
 
     def expired(self, record: Expired) -> None:
         """Retries ran out: the message goes back to its sender."""

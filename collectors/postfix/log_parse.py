@@ -25,14 +25,17 @@ kernel, …) are ``Ignored("foreign")``; Postfix lines that carry nothing the ac
 ``Unparsed``.
 
 Speed matters (hundreds of thousands of lines per second): the envelope is cut with
-``str.partition`` and looked up whole (a busy process logs many lines per second), timestamps
-are converted once per distinct second, ``key=value`` tokens are split only on delivery status
-lines, and records are built without the per-field cost of frozen dataclasses (``_builder``).
+``str.find`` and looked up whole (a busy process logs many lines per second), timestamps are
+converted once per distinct second, the message is read in place (offsets into the line, no
+copies of its tail), delivery and qmgr lines in Postfix's own field order are read by one
+precompiled regular expression each (any other shape takes the general path, with identical
+results), and records are built without the per-field cost of frozen dataclasses (``_builder``).
 """
 
 from __future__ import annotations
 
 import calendar
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, fields, make_dataclass
@@ -164,6 +167,9 @@ class BounceNotice:
 
 Record = MessageQueued | Submitted | Delivery | Expired | Removed | BounceNotice | Ignored | Unparsed
 _Origin = tuple[str | None, str | None, str]
+# (timestamp, instance, service, program): what a cached envelope means, flat so that it spreads
+# straight into a record's leading fields.
+_Envelope = tuple[float | None, str | None, str | None, str]
 
 
 def _builder(cls: type[_R]) -> Callable[..., _R]:
@@ -237,7 +243,7 @@ class PostfixLineParser:
 
     def __init__(self, clock: Clock = time.time) -> None:
         self._clock = clock
-        self._envelopes: dict[str, tuple[float | None, _Origin] | Record] = {}
+        self._envelopes: dict[str, _Envelope | Record] = {}
         self._bsd_cache: dict[str, float | None] = {}
         self._rfc_cache: dict[tuple[str, str], float] = {}
         self._origins: dict[str, _Origin | bool | None] = {}
@@ -250,27 +256,55 @@ class PostfixLineParser:
             # "<timestamp> <host> <program>[<pid>]: <message>": the first ": " ends the envelope
             # (timestamps and host names never contain one). Busy processes log many lines a
             # second, so whole envelopes repeat: remember what each one meant.
-            head, sep, message = line.partition(": ")
-            if not sep:
+            colon = line.find(": ")
+            if colon < 0:
                 return self._bare(line)
-            envelope = self._envelopes.get(head)
+            head = line[:colon]
+            envelope = self._envelopes.get(head) or self._new_envelope(head)
             if envelope is None:
-                envelope = self._envelope(head)
-                if envelope is None:
-                    return self._bare(line)
-                if not head[:1].isdigit():  # RFC 3339 stamps carry fractions: never repeated
-                    if len(self._envelopes) >= _CACHE_LIMIT:
-                        self._envelopes.clear()
-                    self._envelopes[head] = envelope
+                return self._bare(line)
             if type(envelope) is not tuple:
                 return envelope  # type: ignore[return-value]
-            if message[-1:] == "\n":
-                message = message.rstrip("\r\n")
-            return parse_message(message, *envelope)
+            if line[-1:] == "\n":  # the separator's space stops the strip: only the message loses it
+                line = line.rstrip("\r\n")
+            timestamp, instance, service, program = envelope  # type: ignore[misc]
+            return _message(line, colon + 2, timestamp, instance, service, program)
         except Exception:  # any input must yield a result, never an exception
             return UNPARSED_ERROR
 
-    def _envelope(self, head: str) -> tuple[float | None, _Origin] | Record | None:
+    def route(self, line: str) -> str:
+        """The queue id whose accounting ``line`` changes, at a fraction of the cost of ``parse``:
+        what a log split between several accountings by queue id is split on (``analyze`` on
+        several cores). Lines without one may get any word.
+
+        The word between the first and second ": " when it is a queue id (a line with an envelope:
+        that is its record's queue id), else the first word (a bare message: what follows its
+        queue id in a record line is "key=…", never a queue id). bounce(8)'s notices introduce the
+        notification's own queue id, which they are routed by.
+        """
+        if " notification: " in line:  # rare: the whole parse says whether it is a notice
+            record = self.parse(line)
+            return record.new_qid if type(record) is BounceNotice else getattr(record, "qid", "")
+        first = line.find(": ")
+        if first < 0:
+            return ""
+        second = line.find(": ", first + 2)
+        if second >= 0:
+            word = line[first + 2:second]
+            if _is_qid(word):
+                return word
+        return line[:first]
+
+    def _new_envelope(self, head: str) -> _Envelope | Record | None:
+        """``_envelope`` of a head not seen yet, remembered when it may repeat."""
+        envelope = self._envelope(head)
+        if envelope is not None and not head[:1].isdigit():  # RFC 3339 stamps carry fractions: never repeated
+            if len(self._envelopes) >= _CACHE_LIMIT:
+                self._envelopes.clear()
+            self._envelopes[head] = envelope
+        return envelope
+
+    def _envelope(self, head: str) -> _Envelope | Record | None:
         """(timestamp, origin) of ``<timestamp> <host> <program>[<pid>]``; a marker for foreign or
         malformed programs; None when ``head`` is no envelope at all (maybe a bare message)."""
         space = head.rfind(" ")
@@ -282,7 +316,7 @@ class PostfixLineParser:
                 self._origins.clear()
             self._origins[tag] = origin
         if space < 0:  # the program alone (pasted logs), else a bare message such as "<qid>: to=…"
-            return (None, origin) if type(origin) is tuple else None
+            return (None, *origin) if type(origin) is tuple else None  # type: ignore[misc]
         timestamp = self._bsd_cache.get(head[:16], _MISS) if space > 16 else _MISS
         if timestamp is _MISS:
             timestamp = self._timestamp(head, space)
@@ -296,7 +330,7 @@ class PostfixLineParser:
             return IGNORED_FOREIGN
         if origin is False:
             return UNPARSED_ENVELOPE
-        return timestamp, origin  # type: ignore[return-value]
+        return (timestamp, *origin)  # type: ignore[misc, return-value]
 
     # -- timestamps -------------------------------------------------------------------------
 
@@ -377,7 +411,7 @@ class PostfixLineParser:
     def _bare(line: str) -> Record:
         """A message without envelope (journald MESSAGE, grok fixtures): known shapes only."""
         line = line.rstrip("\r\n")
-        record = parse_message(line, None, _BARE)
+        record = _message(line, 0, None, None, None, "")
         if record is IGNORED_POSTFIX:
             qid = line.partition(": ")[0]
             # Without an envelope only a queue id (which always has a digit), NOQUEUE (smtpd
@@ -386,9 +420,6 @@ class PostfixLineParser:
                     and " TLS connection established " not in line:
                 return UNPARSED_ENVELOPE
         return record
-
-
-_BARE: _Origin = (None, None, "")
 
 
 def _rfc_base(seconds: str, zone: str) -> float | None:
@@ -417,35 +448,80 @@ def _rfc_base(seconds: str, zone: str) -> float | None:
 
 # -- messages ------------------------------------------------------------------------------
 
+#: Valid ``status=`` words -> (status, probe, soft_bounce) of the record.
+_OUTCOMES: dict[str, tuple[str, bool, bool]] = {
+    **{status: (status, status in PROBE_STATUSES, False) for status in DELIVERY_STATUSES},
+    SOFTBOUNCE: ("deferred", False, True),
+}
+# A delivery status line in the field order every Postfix version writes (orig_to and conn_use
+# optional): one match instead of a dozen string operations, and the same values as the general
+# path (``_delivery``) by construction. The first ", status=" after the recipient is the
+# one matched, because no captured value may contain a comma; a line in any other shape (fields
+# added, repeated or reordered, a comma in orig_to, to= without brackets) takes the general path.
+_DELIVERY_LINE = re.compile(
+    r"to=<([^>]*)>, (?:orig_to=<([^>,]*)>, )?relay=([^,]*), (?:conn_use=([0-9]+), )?delay=([^,]*), "
+    r"delays=([^,]*), dsn=([^,]*), status=([^ ]*) ?(.*)", re.DOTALL)
+# qmgr's "from=<s>, size=N, nrcpt=N (queue active)"; anything else takes the general path.
+_QUEUED_LINE = re.compile(r"from=<([^>]*)>, size=([0-9]+), nrcpt=([0-9]+)(?: |\Z)")
+
 
 def parse_message(message: str, timestamp: float | None, origin: _Origin) -> Record:
     """The part after ``program[pid]: ``; ``origin`` is (instance, service, program)."""
-    qid, sep, rest = message.partition(": ")
-    if sep and 5 <= len(qid) <= 32 and qid.isalnum() and qid.isascii():
-        start = rest[:3]
-        if start == "to=":
-            return _delivery(timestamp, origin, qid, rest)
-        if start == "fro" and rest[:6] == "from=<":
-            return _qmgr_from(timestamp, origin, qid, rest)
-        # smtpd/qmqpd "client=…", pickup "uid=… from=<…>" (older: "sender=…"): mail from outside.
-        if (start == "cli" and rest[:7] == "client=") or (start == "uid" and rest[3:4] == "=") or (
-                start == "sen" and rest[:7] == "sender="):
-            return _submitted(timestamp, *origin, qid)
-        if rest == "removed":
-            return _removed(timestamp, *origin, qid)
-        notice_end = rest.find(" notification: ")
-        if notice_end > 0:
-            new_qid = rest[notice_end + 15:]
-            if not _is_qid(new_qid):
-                return UNPARSED_MESSAGE
-            return _bounce_notice(timestamp, *origin, qid, rest[:notice_end + 13], new_qid)
+    instance, service, program = origin
+    return _message(message, 0, timestamp, instance, service, program)
+
+
+def _message(line: str, start: int, timestamp: float | None, instance: str | None, service: str | None,
+             program: str) -> Record:
+    """``parse_message`` of ``line[start:]``, read in place: delivery lines are most lines, and
+    copying their long reply text twice over cost more than reading it."""
+    end = line.find(": ", start)
+    if end < 0:
+        return IGNORED_POSTFIX
+    qid = line[start:end]
+    if not (5 <= len(qid) <= 32 and qid.isalnum() and qid.isascii()):  # _is_qid, without a call per line
+        return IGNORED_POSTFIX
+    at = end + 2
+    kind = line[at:at + 3]
+    if kind == "to=":
+        match = _DELIVERY_LINE.match(line, at)
+        if match is None:
+            return _delivery(timestamp, instance, service, program, qid, line[at:])
+        to, orig_to, relay, conn_use, delay, delays, dsn, status, text = match.groups()
+        outcome = _outcome(status, text)
+        if outcome is None:
+            return UNPARSED_MESSAGE
+        status, probe, soft_bounce, text = outcome
+        return _delivery_record(timestamp, instance, service, program, qid, to, orig_to, relay,
+                                int(conn_use) if conn_use else None, _number(delay), delays, None, dsn,
+                                status, text, probe, soft_bounce)
+    if kind == "fro" and line.startswith("from=<", at):
+        match = _QUEUED_LINE.match(line, at)
+        if match is None:
+            return _qmgr_from(timestamp, instance, service, program, qid, line[at:])
+        sender, size, nrcpt = match.groups()
+        return _queued(timestamp, instance, service, program, qid, sender, int(size), int(nrcpt))
+    # smtpd/qmqpd "client=…", pickup "uid=… from=<…>" (older: "sender=…"): mail from outside.
+    if (kind == "cli" and line.startswith("client=", at)) or (kind == "uid" and line[at + 3:at + 4] == "=") or (
+            kind == "sen" and line.startswith("sender=", at)):
+        return _submitted(timestamp, instance, service, program, qid)
+    if kind == "rem" and line[at:] == "removed":
+        return _removed(timestamp, instance, service, program, qid)
+    notice_end = line.find(" notification: ", at)
+    if notice_end > at:
+        new_qid = line[notice_end + 15:]
+        if not _is_qid(new_qid):
+            return UNPARSED_MESSAGE
+        return _bounce_notice(timestamp, instance, service, program, qid, line[at:notice_end + 13], new_qid)
     return IGNORED_POSTFIX
 
 
-def _delivery(timestamp: float | None, origin: _Origin, qid: str, rest: str) -> Record:
+def _delivery(timestamp: float | None, instance: str | None, service: str | None, program: str, qid: str,
+              rest: str) -> Record:
     """``to=<a>, [orig_to=<b>, ]relay=…, [conn_use=…, ]delay=…, delays=…, [tls=…, ]dsn=…, status=… (…)``.
 
-    Tokens are matched by key, not position, so fields added by later Postfix versions pass.
+    The general path, for lines ``_DELIVERY_LINE`` does not match: tokens are matched by key, not
+    position, so fields added by later Postfix versions pass.
     """
     if rest[3:4] == "<":
         to_end = rest.find(">", 4)
@@ -462,13 +538,10 @@ def _delivery(timestamp: float | None, origin: _Origin, qid: str, rest: str) -> 
     if status_at < 0:
         return UNPARSED_MESSAGE
     status, _, text = rest[status_at + 9:].partition(" ")
-    soft_bounce = False
-    if status not in DELIVERY_STATUSES:
-        if status != SOFTBOUNCE:
-            return UNPARSED_MESSAGE
-        status, soft_bounce = "deferred", True
-    if text[:1] == "(":
-        text = text[1:-1] if text[-1:] == ")" else text[1:]
+    outcome = _outcome(status, text)
+    if outcome is None:
+        return UNPARSED_MESSAGE
+    status, probe, soft_bounce, text = outcome
     orig_to = relay = delays = tls = dsn = None
     conn_use: int | None = None
     delay: float | None = None
@@ -488,8 +561,19 @@ def _delivery(timestamp: float | None, origin: _Origin, qid: str, rest: str) -> 
             orig_to = value[1:-1] if value[:1] == "<" and value[-1:] == ">" else value
         elif key == "conn_use" and value.isdigit():
             conn_use = int(value)
-    return _delivery_record(timestamp, *origin, qid, to, orig_to, relay, conn_use, delay, delays, tls, dsn,
-                            status, text, status in PROBE_STATUSES, soft_bounce)
+    return _delivery_record(timestamp, instance, service, program, qid, to, orig_to, relay, conn_use, delay, delays,
+                            tls, dsn, status, text, probe, soft_bounce)
+
+
+def _outcome(status: str, text: str) -> tuple[str, bool, bool, str] | None:
+    """(status, probe, soft_bounce, reply without its parentheses) of a ``status=`` word and what
+    follows it; None for a word that is no delivery status."""
+    outcome = _OUTCOMES.get(status)
+    if outcome is None:
+        return None
+    if text[:1] == "(":
+        text = text[1:-1] if text[-1:] == ")" else text[1:]
+    return (*outcome, text)
 
 
 def _number(value: str) -> float | None:
@@ -499,7 +583,8 @@ def _number(value: str) -> float | None:
         return None
 
 
-def _qmgr_from(timestamp: float | None, origin: _Origin, qid: str, rest: str) -> Record:
+def _qmgr_from(timestamp: float | None, instance: str | None, service: str | None, program: str, qid: str,
+               rest: str) -> Record:
     """``from=<s>, size=N, nrcpt=N (queue active)`` or ``from=<s>, status=[force-]expired, returned …``."""
     sender_end = rest.find(">, ", 6)
     if sender_end < 0:
@@ -511,9 +596,9 @@ def _qmgr_from(timestamp: float | None, origin: _Origin, qid: str, rest: str) ->
         nrcpt_text = nrcpt_text.partition(" ")[0]
         if not (size_text.isdigit() and nrcpt_text.isdigit()):
             return UNPARSED_MESSAGE
-        return _queued(timestamp, *origin, qid, sender, int(size_text), int(nrcpt_text))
+        return _queued(timestamp, instance, service, program, qid, sender, int(size_text), int(nrcpt_text))
     if tail[:15] == "status=expired,":
-        return _expired(timestamp, *origin, qid, sender, False)
+        return _expired(timestamp, instance, service, program, qid, sender, False)
     if tail[:21] == "status=force-expired,":
-        return _expired(timestamp, *origin, qid, sender, True)
+        return _expired(timestamp, instance, service, program, qid, sender, True)
     return UNPARSED_MESSAGE

@@ -289,12 +289,18 @@ class Tailer:
             st = os.stat(src.path)
         except FileNotFoundError:
             # Renamed away without a successor yet, or deleted: keep draining the old fd. A
-            # deleted file nobody writes to any more is closed so its space can be reclaimed.
-            if os.fstat(h.fd).st_nlink == 0 and self._idle(h, now):
-                log.info("%s: deleted and idle; closing it and waiting for the path", src.name)
-                self._flush_partial(src, h)
-                os.close(h.fd)
-                src.current = None
+            # deleted file nobody writes to any more is closed so its space can be reclaimed;
+            # as after a rename, the writer may append until it reopens the path, so the grace
+            # period starts when the deletion is seen, however long the file had been quiet.
+            if os.fstat(h.fd).st_nlink == 0:
+                if not h.unlinked:
+                    h.unlinked = True
+                    h.last_data = now
+                elif self._idle(h, now):
+                    log.info("%s: deleted and idle; closing it and waiting for the path", src.name)
+                    self._flush_partial(src, h)
+                    os.close(h.fd)
+                    src.current = None
             return False
         except OSError as exc:  # e.g. the directory lost its x bit: keep the open fd going
             self._set_error(src, exc)

@@ -28,7 +28,8 @@ class SourceStats:
 class Handle:
     """One open file (or the stdin stream) and where we are in it."""
 
-    __slots__ = ("dev", "discarding", "fd", "fp", "fp_len", "ino", "last_data", "offset", "partial", "regular")
+    __slots__ = ("dev", "discarding", "fd", "fp", "fp_len", "ino", "last_data", "offset", "partial", "regular",
+                 "unlinked")
 
     def __init__(self, fd: int, st: os.stat_result | None, now: float) -> None:
         self.fd = fd
@@ -41,6 +42,7 @@ class Handle:
         self.last_data = now  # clock() when this handle last produced bytes
         self.fp_len = 0  # fingerprint: CRC32 of the first fp_len bytes of the file
         self.fp = 0
+        self.unlinked = False  # seen deleted (no name left): its grace period has begun
 
     def consumed(self) -> int:
         """Offset up to which every byte has been delivered or deliberately discarded."""

@@ -11,9 +11,11 @@ from pydantic import Field, SecretStr, StringConstraints, field_validator, model
 from collectors.settings import Duration, NonNegativeDuration, StrictModel, parse_duration
 
 #: The executors an alert may trigger; nothing else can run.
-ACTIONS = ("postfix_throttle", "postfix_pause", "http")
+ACTIONS = ("postfix_throttle", "postfix_pause", "exim_throttle", "exim_pause", "http")
 #: The ``<transport>_…`` parameters a throttle may set, and how each value is checked.
 THROTTLE_PARAMETERS = ("destination_rate_delay", "destination_concurrency_limit", "destination_recipient_limit")
+#: What an Exim throttle may set for a provider (``collectors/exim/control.py``).
+EXIM_THROTTLE_PARAMETERS = ("max_parallel", "serialize_hosts")
 MAX_TTL = 86400.0
 
 LabelName = Annotated[str, StringConstraints(pattern=r"^[a-zA-Z_][a-zA-Z0-9_]{0,63}$")]
@@ -36,6 +38,25 @@ def _throttle_params(params: dict[str, Any]) -> dict[str, str]:
             out[key] = str(value)
     if not out:
         raise ValueError(f"a throttle needs at least one of {', '.join(THROTTLE_PARAMETERS)}")
+    return out
+
+
+def _exim_throttle_params(params: dict[str, Any]) -> dict[str, Any]:
+    """Exim values for a throttle, every one checked: ``max_parallel`` 1..1000 (concurrent
+    deliveries through the transport to the provider), ``serialize_hosts: true`` (one connection
+    per host at a time)."""
+    out: dict[str, Any] = {}
+    for key, value in params.items():
+        if key not in EXIM_THROTTLE_PARAMETERS:
+            raise ValueError(f"unknown exim_throttle parameter {key!r}; known: {', '.join(EXIM_THROTTLE_PARAMETERS)}")
+        if key == "max_parallel":
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1000:
+                raise ValueError(f"{key}: expected a whole number from 1 to 1000, got {value!r}")
+        elif value is not True:
+            raise ValueError(f"{key}: expected true (leave it out for no serialization), got {value!r}")
+        out[key] = value
+    if not out:
+        raise ValueError(f"an exim_throttle needs at least one of {', '.join(EXIM_THROTTLE_PARAMETERS)}")
     return out
 
 
@@ -65,8 +86,10 @@ class ActionRule(StrictModel):
     def _params_fit_the_action(self) -> ActionRule:
         if self.action == "postfix_throttle":
             object.__setattr__(self, "params", _throttle_params(self.params))
-        elif self.action == "postfix_pause" and self.params:
-            raise ValueError("postfix_pause takes no params")
+        elif self.action == "exim_throttle":
+            object.__setattr__(self, "params", _exim_throttle_params(self.params))
+        elif self.action in ("postfix_pause", "exim_pause") and self.params:
+            raise ValueError(f"{self.action} takes no params")
         elif self.action == "http":
             object.__setattr__(self, "params", HttpTarget.model_validate(self.params).model_dump())
         return self

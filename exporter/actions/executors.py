@@ -11,6 +11,12 @@ with that record (after a restart) sets the same values without losing what was 
   byte-identical to before.
 - ``postfix_pause``: the transport into ``defer_transports``; restore takes it out and asks for
   a queue run (``postqueue -f``).
+- ``exim_throttle``: the provider's line in each Exim instance's ``throttle`` file
+  (``max_parallel``, read by the provider's own transport ``mtaq_<provider>``, which must exist;
+  ``serialize_hosts``); restore puts back the line that was there, or none.
+- ``exim_pause``: the provider's domains into each instance's ``held_domains`` file; restore takes
+  out exactly the lines it added (held mail leaves at the next queue run). Exim reads both files
+  on each delivery (``collectors/exim/control.py``): no reload, no restart.
 - ``http``: a JSON body built from the alert's labels, POSTed on apply and on restore.
 
 Reloads are coalesced: at most one ``postfix reload`` per instance every ``RELOAD_INTERVAL``.
@@ -27,6 +33,7 @@ from typing import Any, Protocol
 
 import httpx
 
+from collectors.exim.control import HELD, THROTTLE, EximThrottleFiles
 from collectors.postfix.control import PostfixControl
 
 log = logging.getLogger("mtaq.actions")
@@ -167,6 +174,84 @@ class PostfixPause:
                 control.set({"defer_transports": previous})
             self.reloader.request(control)
             control.flush()
+
+
+def exim_throttle_value(params: Mapping[str, Any]) -> str:
+    """The ``throttle`` file's value for validated ``exim_throttle`` params."""
+    parts = [f"max_parallel={params['max_parallel']}"] if "max_parallel" in params else []
+    return " ".join([*parts, *(["serialize_hosts=yes"] if params.get("serialize_hosts") else [])])
+
+
+class _EximFileAction:
+    """Lines of one throttle-directory file in every Exim instance with a ``throttle_dir``: apply
+    records what each key's line was (or that there was none) and writes its own; restore puts
+    back exactly what was recorded."""
+
+    file = ""
+
+    def __init__(self, files: Sequence[EximThrottleFiles], provider_domains: Mapping[str, list[str]]) -> None:
+        self.files = files
+        self.provider_domains = provider_domains
+
+    def lines(self, provider: str, params: Mapping[str, Any]) -> dict[str, str]:
+        """Key -> value of the lines this action writes."""
+        raise NotImplementedError
+
+    def prepare(self, instance: EximThrottleFiles, provider: str, params: Mapping[str, Any]) -> None:
+        """What must hold in ``instance`` before its lines are written (default: nothing)."""
+
+    def apply(self, provider: str, params: Mapping[str, Any], labels: Mapping[str, str],
+              changes: Changes | None) -> Changes:
+        """Write the lines, remembering the ones that were there."""
+        lines = self.lines(provider, params)
+        done: Changes = dict(changes or {})
+        try:
+            for instance in self.files:
+                self.prepare(instance, provider, params)
+                if instance.name not in done:
+                    present = instance.values(self.file)
+                    done[instance.name] = {key: present.get(key) for key in lines}
+                instance.set_many(self.file, lines)
+        except Exception:
+            self.restore(provider, params, labels, done)  # never leave one instance throttled alone
+            raise
+        return done
+
+    def restore(self, provider: str, params: Mapping[str, Any], labels: Mapping[str, str], changes: Changes) -> None:
+        """Put every line back as it was (most: none)."""
+        for instance in self.files:
+            if instance.name in changes:
+                instance.set_many(self.file, changes[instance.name])
+
+
+class EximThrottle(_EximFileAction):
+    """The provider's line in ``throttle``: ``max_parallel`` (its own transport must exist) and
+    ``serialize_hosts``."""
+
+    file = THROTTLE
+
+    def lines(self, provider: str, params: Mapping[str, Any]) -> dict[str, str]:
+        """``<provider>: max_parallel=N serialize_hosts=yes``."""
+        return {provider: exim_throttle_value(params)}
+
+    def prepare(self, instance: EximThrottleFiles, provider: str, params: Mapping[str, Any]) -> None:
+        """The provider's transport exists (for ``max_parallel``) and its domains are mapped to it."""
+        if "max_parallel" in params:
+            instance.require_transport(provider)
+        instance.write_providers(self.provider_domains)
+
+
+class EximPause(_EximFileAction):
+    """The provider's domains in ``held_domains``: its mail waits in the queue."""
+
+    file = HELD
+
+    def lines(self, provider: str, params: Mapping[str, Any]) -> dict[str, str]:
+        """``<domain>: <provider>`` for each of the provider's domains."""
+        domains = self.provider_domains.get(provider, [])
+        if not domains:
+            raise RuntimeError(f"the provider table names no domain of {provider}: nothing to hold")
+        return dict.fromkeys(domains, provider)
 
 
 def render_body(template: Any, values: Mapping[str, str]) -> Any:

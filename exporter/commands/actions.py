@@ -1,14 +1,18 @@
-"""``mtaq-exporter actions list|restore|setup-postfix``: the alert-driven actions from the shell.
+"""``mtaq-exporter actions list|restore|setup-postfix|setup-exim``: the alert-driven actions from the shell.
 
     mtaq-exporter actions list [--url URL] [--json]        actions in force and recent decisions
     mtaq-exporter actions restore ID [--url URL]           end an action now (ID: postfix_throttle:google)
     mtaq-exporter actions setup-postfix [--config-dir DIR] [--apply]
                                                            give each provider its own Postfix transport
+    mtaq-exporter actions setup-exim [--throttle-dir DIR] [--transport NAME]
+                                                           print the Exim configuration the Exim actions need
 
 ``restore`` writes: on an agent with basic auth, ``--url http://user@host:port --password-file FILE``.
 
 ``setup-postfix`` prints the changes; with ``--apply`` it makes them (as root, or the owner of
 the Postfix configuration), checks them with ``postfix check`` and reloads a running Postfix.
+``setup-exim`` prints the lines to add to the Exim configuration (hand-kept or Debian's split
+files: nothing is changed for you), for the providers of the table and the throttle directory.
 Exit status: 0 done (or nothing to do), 1 refused or failed, 2 bad usage or unreachable agent.
 """
 
@@ -20,6 +24,7 @@ import sys
 
 from collectors.classify import LOCAL, OTHER, Classifier
 from collectors.command import CommandError
+from collectors.exim.control import config_snippet
 from collectors.postfix.control import PostfixControl
 from collectors.postfix.instance import PostfixInstance
 from exporter.actions.setup import apply_setup, plan_setup
@@ -28,6 +33,7 @@ from exporter.commands.flags import add_config_flags, load
 from exporter.render import table, when
 
 PROG = "mtaq-exporter actions"
+DEFAULT_THROTTLE_DIR = "/etc/exim4/mtaq"
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -85,6 +91,15 @@ def _setup_postfix(args: argparse.Namespace) -> int:
     return status
 
 
+def _setup_exim(args: argparse.Namespace) -> int:
+    config = load(args, ())
+    providers = [p for p in Classifier(config).provider_domains() if p not in (OTHER, LOCAL)]
+    directory = args.throttle_dir or next((i.throttle_dir for i in config.exim.instances if i.throttle_dir),
+                                          DEFAULT_THROTTLE_DIR)
+    print(config_snippet(directory, providers, args.transport).text())
+    return 0
+
+
 def main(argv: list[str]) -> int:
     """Run ``actions`` with ``argv`` (the words after ``actions``)."""
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__,
@@ -105,9 +120,18 @@ def main(argv: list[str]) -> int:
                                                             "(default: the instances of the configuration)")
     setup.add_argument("--provider", action="append", metavar="NAME", help="only this provider (repeatable)")
     setup.add_argument("--apply", action="store_true", help="make the changes (default: only show them)")
+    exim = commands.add_parser("setup-exim", help="print the Exim configuration the Exim actions need",
+                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_flags(exim, ())
+    exim.add_argument("--throttle-dir", metavar="DIR",
+                      help=f"where the agent writes (default: the configured throttle_dir or {DEFAULT_THROTTLE_DIR})")
+    exim.add_argument("--transport", default="remote_smtp", metavar="NAME",
+                      help="your remote smtp transport (default remote_smtp)")
     args = parser.parse_args(argv)
     if args.command == "setup-postfix":
         return _setup_postfix(args)
+    if args.command == "setup-exim":
+        return _setup_exim(args)
     try:
         return _list(args) if args.command == "list" else _restore(args)
     except AgentError as exc:

@@ -9,9 +9,11 @@ arrival (0-5, 5-10, 10-20, ... doubling, and older than 1280). Rows can be:
   sender    each message's sender domain (qshape -s; MAILER-DAEMON for bounces)
   reason    the class of each recipient's last defer reason
 
-The queue is read live (every configured Postfix instance, through showq or postqueue -j) or
-from a saved ``postqueue -j`` listing (``--from-json FILE``, ``-`` for standard input). The first
-line says where it came from and when.
+The queue is read live (every configured Postfix instance, through showq or postqueue -j; every
+configured Exim instance, from its spool or exim -bp, e.g. ``--exim.spool-dir /var/spool/exim4``)
+or from a saved ``postqueue -j`` listing (``--from-json FILE``, ``-`` for standard input). With
+Exim instances configured, Postfix's queue is read too only when ``postfix.enabled`` is true. The
+first line says where it came from and when.
 
 ``--json`` prints ``{"by": …, "source": [where each instance was read from], "read_at": epoch,
 "buckets": [labels], "total": {"total": n, "counts": [...]}, "rows": [{"key": …, "total": n,
@@ -26,14 +28,19 @@ import json
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
-from collectors import postfix_queue
+from collectors import exim_queue, postfix_queue
 from collectors.classify import Classifier, domain_of, relay_host
 from collectors.deadline import Deadline
-from collectors.postfix.instance import PostfixInstance, PostfixQueueReader
+from collectors.exim.instance import EximQueueReader
+from collectors.exim.spool import EXIM_QUEUES, FROZEN
+from collectors.postfix.instance import PostfixQueueReader
 from collectors.postfix.showq import POSTFIX_QUEUES, decode_postqueue_json
+from collectors.queue_collector import QueueReader
 from collectors.queue_model import QueueMessage, QueueRecipient
 from exporter.commands.flags import add_config_flags, collector_flags, command_parser, load
+from exporter.config import collector_enabled
 from exporter.render import table, when
 
 EDGES_MINUTES = (5, 10, 20, 40, 80, 160, 320, 640, 1280)
@@ -41,6 +48,9 @@ EDGES_MINUTES = (5, 10, 20, 40, 80, 160, 320, 640, 1280)
 QSHAPE_READ_TIMEOUT = 600.0
 BUCKETS = (*(f"{e}m" for e in EDGES_MINUTES), "1280m+")  # each labelled by its upper edge
 VIEWS = ("provider", "lane", "domain", "sender", "reason")
+QUEUES = (*POSTFIX_QUEUES, *EXIM_QUEUES)
+#: Queues left out unless asked for: mail parked for an operator (Postfix hold, Exim frozen).
+PARKED = ("hold", FROZEN)
 
 #: The row key of one recipient of one message (of the named instance).
 KeyOf = Callable[[QueueMessage, QueueRecipient, str | None], str]
@@ -135,11 +145,18 @@ def read_listing(name: str) -> list[QueueMessage]:
     return messages
 
 
-def _live(instances: Iterable[PostfixInstance]) -> Iterator[tuple[str, list[QueueMessage], str]]:
-    """(instance name, messages, where they were read from) for each configured instance."""
+def readers(config: Any) -> list[QueueReader]:
+    """The queues the agent would read: Exim's configured instances, and Postfix's (when its
+    collector would run, and, beside Exim instances, only when ``postfix.enabled`` is true)."""
+    exim = [EximQueueReader(i) for i in config.exim.instances] if collector_enabled(config, exim_queue.SPEC) else []
+    postfix_wanted = collector_enabled(config, postfix_queue.SPEC) and (not exim or config.postfix.enabled)
+    return [*(PostfixQueueReader(i) for i in config.postfix.instances if postfix_wanted), *exim]
+
+
+def _live(queue_readers: Iterable[QueueReader]) -> Iterator[tuple[str, list[QueueMessage], str]]:
+    """(instance name, messages, where they were read from) for each instance."""
     deadline = Deadline(QSHAPE_READ_TIMEOUT)
-    for instance in instances:
-        reader = PostfixQueueReader(instance)
+    for reader in queue_readers:
         messages = list(reader.read(deadline))
         yield reader.name, messages, f"instance {reader.name}: {' '.join(reader.source_info)}"
 
@@ -147,11 +164,11 @@ def _live(instances: Iterable[PostfixInstance]) -> Iterator[tuple[str, list[Queu
 def main(argv: list[str]) -> int:
     """Print the queue shape; exit 0, or 2 when the queue cannot be read."""
     parser = command_parser("mtaq-exporter qshape", __doc__)
-    flags = collector_flags(postfix_queue.ID)
+    flags = collector_flags(postfix_queue.ID, exim_queue.ID)
     add_config_flags(parser, flags)
     parser.add_argument("--by", choices=VIEWS, default="provider", help="what a row is (default provider)")
-    parser.add_argument("--queue", action="append", choices=POSTFIX_QUEUES,
-                        help="queue to include (repeatable; default: all but hold)")
+    parser.add_argument("--queue", action="append", choices=QUEUES,
+                        help="queue to include (repeatable; default: all but hold and frozen)")
     parser.add_argument("--from-json", metavar="FILE",
                         help="read a saved postqueue -j listing instead (- for standard input)")
     parser.add_argument("--limit", type=int, default=30, metavar="N", help="rows to show (default 30)")
@@ -159,16 +176,22 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     config = load(args, flags)
     classifier = Classifier(config)
-    queues = set(args.queue or [q for q in POSTFIX_QUEUES if q != "hold"])
+    queues = set(args.queue or [q for q in QUEUES if q not in PARKED])
     now = time.time()
     rows: dict[str, list[int]] = {}
     sources = []
+    listed = list(POSTFIX_QUEUES)  # the queues of the MTAs read, for the first line
     try:
         if args.from_json:
             shape(read_listing(args.from_json), classifier, args.by, now, queues, rows=rows)
             sources.append(f"listing {'standard input' if args.from_json == '-' else args.from_json}")
         else:
-            for name, messages, source in _live(config.postfix.instances):
+            queue_readers = readers(config)
+            if not queue_readers:
+                raise ValueError("no queue to read: Postfix is not found and no exim.instances are configured")
+            exim = [r for r in queue_readers if isinstance(r, EximQueueReader)]
+            listed = [*(POSTFIX_QUEUES if len(exim) < len(queue_readers) else ()), *(EXIM_QUEUES if exim else ())]
+            for name, messages, source in _live(queue_readers):
                 shape(messages, classifier, args.by, now, queues, name, rows)
                 sources.append(source)
     except (OSError, ValueError) as exc:
@@ -181,7 +204,7 @@ def main(argv: list[str]) -> int:
                           "rows": [{"key": k, "total": sum(v), "counts": v} for k, v in ordered],
                           "rows_omitted": max(0, len(rows) - args.limit)}, indent=2))
     else:
-        print(f"queue: {'; '.join(sources)}; queues {', '.join(q for q in POSTFIX_QUEUES if q in queues)}; "
+        print(f"queue: {'; '.join(sources)}; queues {', '.join(q for q in listed if q in queues)}; "
               f"ages as of {when(now)}")
         print(render(rows, args.by, args.limit))
     return 0

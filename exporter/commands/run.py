@@ -37,6 +37,7 @@ USAGE = """commands (mtaq-exporter COMMAND --help for each):
   status        a running agent's incident summary (what / shows), --watch, --json
   blocklists    one-shot DNS blocklist check
   actions       alert-driven actions: list, restore, setup-postfix
+  healthcheck   exit 0 when the agent answers /healthz (the image's HEALTHCHECK)
 
 Exit status 2 on bad configuration or usage, with one line per problem naming the key."""
 

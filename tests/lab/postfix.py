@@ -11,15 +11,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import smtplib
 import subprocess
 import time
 from collections.abc import Iterable
-from email.message import EmailMessage
 from pathlib import Path
 
 from tests.helpers import free_port
-from tests.lab.provider_smtp import ProviderSMTP
+from tests.lab.provider_smtp import ProviderSMTP, submit
 
 POSTFIX = "/usr/sbin/postfix"
 
@@ -171,13 +169,7 @@ class PostfixLab:
 
     def send(self, sender: str, recipients: Iterable[str], subject: str = "lab") -> None:
         """Submit one message over SMTP to the instance's own smtpd."""
-        message = EmailMessage()
-        message["From"] = sender
-        message["To"] = ", ".join(recipients)
-        message["Subject"] = subject
-        message.set_content("test message from the mtaq-exporter lab\n")
-        with smtplib.SMTP("127.0.0.1", self.smtp_port, timeout=20) as client:
-            client.send_message(message, from_addr=sender, to_addrs=list(recipients))
+        submit(self.smtp_port, sender, recipients, subject, "test message from the mtaq-exporter lab\n")
 
     def wait_for(self, predicate, timeout: float = 60, what: str = "condition") -> None:  # type: ignore[no-untyped-def]
         """Poll ``predicate()`` until true; fail with the log tail after ``timeout`` seconds."""

@@ -7,10 +7,13 @@ queue are real Postfix handling of provider-shaped answers (reference/exim-kumo-
 from __future__ import annotations
 
 import contextlib
+import smtplib
 import socketserver
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from email.message import EmailMessage
 
 # Recipient domain -> the reply to RCPT TO. Multi-line replies use "code-" continuation lines
 # and a final "code " line; anything else makes Postfix wait for the rest of the reply.
@@ -152,25 +155,42 @@ class _Server(socketserver.ThreadingTCPServer):
 
 
 class ProviderSMTP:
-    """Start with ``start()``; ``port`` is a free loopback port chosen at start. ``limits``
+    """Start with ``start()``; ``port`` is a free loopback port chosen at start (the same on every
+    one of ``addresses``). ``limits``
     (domain -> RateLimit) make domains answer bursts with Gmail's rate-limit reply; the test may
     change them while the simulator runs (``limits.clear()``: the provider recovered)."""
 
-    def __init__(self, limits: dict[str, RateLimit] | None = None) -> None:
+    def __init__(self, limits: dict[str, RateLimit] | None = None, addresses: tuple[str, ...] = ("127.0.0.1",)) -> None:
         self.stats = Stats()
         self.limits = limits if limits is not None else {}
-        self._server: _Server | None = None
+        # More loopback addresses on the same port stand for distinct provider hosts (the Exim lab
+        # routes each provider to its own, as MX records would: Exim keeps retry state per host).
+        self.addresses = addresses
+        self._servers: list[_Server] = []
         self.port = 0
 
     def start(self) -> ProviderSMTP:
-        self._server = _Server(("127.0.0.1", 0), _Handler)
-        self._server.stats = self.stats  # type: ignore[attr-defined]
-        self._server.limits = self.limits  # type: ignore[attr-defined]
-        self.port = self._server.server_address[1]
-        threading.Thread(target=self._server.serve_forever, daemon=True, name="provider-smtp").start()
+        for address in self.addresses:
+            server = _Server((address, self.port), _Handler)
+            server.stats = self.stats  # type: ignore[attr-defined]
+            server.limits = self.limits  # type: ignore[attr-defined]
+            self.port = server.server_address[1]
+            self._servers.append(server)
+            threading.Thread(target=server.serve_forever, daemon=True, name="provider-smtp").start()
         return self
 
     def stop(self) -> None:
-        if self._server:
-            self._server.shutdown()
-            self._server.server_close()
+        for server in self._servers:
+            server.shutdown()
+            server.server_close()
+
+
+def submit(port: int, sender: str, recipients: Iterable[str], subject: str, text: str) -> None:
+    """Submit one message over SMTP to an MTA of the lab listening on loopback ``port``."""
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = ", ".join(recipients)
+    message["Subject"] = subject
+    message.set_content(text)
+    with smtplib.SMTP("127.0.0.1", port, timeout=20) as client:
+        client.send_message(message, from_addr=sender, to_addrs=list(recipients))

@@ -45,15 +45,41 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/part-of: mtaq-exporter
 {{- end }}
 
-{{/* Labels of the pods running the agent: .Values.podSelector, else the demo Deployment's. */}}
+{{/* The pods of the demo Deployment (the MTA and its sidecar) and of the blocklist checker. */}}
+{{- define "mtaq-exporter.mtaPodLabels" -}}
+{{ include "mtaq-exporter.selectorLabels" . }}
+app.kubernetes.io/component: mta
+{{- end }}
+
+{{- define "mtaq-exporter.checkerPodLabels" -}}
+{{ include "mtaq-exporter.selectorLabels" . }}
+app.kubernetes.io/component: blocklist-checker
+{{- end }}
+
+{{/* Labels of the MTA pods running the sidecar: .Values.podSelector, else the demo Deployment's. */}}
 {{- define "mtaq-exporter.podSelector" -}}
 {{- if .Values.podSelector }}
 {{- toYaml .Values.podSelector }}
 {{- else if .Values.deployment.enabled }}
-{{- include "mtaq-exporter.selectorLabels" . }}
+{{- include "mtaq-exporter.mtaPodLabels" . }}
 {{- else }}
 {{- fail "mtaq-exporter: set podSelector to the labels of the MTA pods running the sidecar (or deployment.enabled=true)" }}
 {{- end }}
+{{- end }}
+
+{{/*
+What the Service and the monitors select, as a YAML list of {name, selector}: the MTA pods
+(unless only the checker runs in this release) and the checker's pods.
+*/}}
+{{- define "mtaq-exporter.scrapeTargets" -}}
+{{- $targets := list }}
+{{- if or .Values.podSelector .Values.deployment.enabled (not .Values.checker.enabled) }}
+{{- $targets = append $targets (dict "name" (include "mtaq-exporter.fullname" .) "selector" (include "mtaq-exporter.podSelector" . | fromYaml)) }}
+{{- end }}
+{{- if .Values.checker.enabled }}
+{{- $targets = append $targets (dict "name" (printf "%s-checker" (include "mtaq-exporter.fullname" .)) "selector" (include "mtaq-exporter.checkerPodLabels" . | fromYaml)) }}
+{{- end }}
+{{- toYaml $targets }}
 {{- end }}
 
 {{- define "mtaq-exporter.image" -}}
@@ -71,68 +97,87 @@ app.kubernetes.io/part-of: mtaq-exporter
 
 {{/* Put this in the pod template's annotations so that pods restart on config changes. */}}
 {{- define "mtaq-exporter.configChecksum" -}}
-checksum/mtaq-config: {{ toYaml .Values.config | sha256sum }}
+checksum/mtaq-config: {{ list .Values.config .Values.web | toYaml | sha256sum }}
 {{- end }}
 
-{{/* The pod volume holding the agent's configuration file (a list item). */}}
-{{- define "mtaq-exporter.sidecarVolumes" -}}
-- name: mtaq-config
-  configMap:
-    name: {{ include "mtaq-exporter.fullname" . }}
+{{/* HTTPS when the web-config file turns TLS on: the probes' and the monitors' scheme. */}}
+{{- define "mtaq-exporter.scheme" -}}
+{{- if hasKey .Values.web.config "tls_server_config" }}HTTPS{{ else }}HTTP{{ end }}
 {{- end }}
 
 {{/*
-The agent's container spec (a list item for a pod's `containers:`).
-It mounts the MTA's queue public/ directory and log directory READ-ONLY (connecting to the
-showq UNIX socket works on a read-only mount). Those volumes must exist in the pod under the
-names .Values.mta.queuePublicDir and .Values.mta.logDir, plus the config volume from
-"mtaq-exporter.sidecarVolumes".
-postdrop: public/ is drwx--x--- postfix:postdrop, so the POD's securityContext must list the
-MTA image's postdrop gid in supplementalGroups (a pod-level field: a container cannot set it).
+The pod volumes of an agent (a list): its configuration file from the ConfigMap named `config`
+and, when configured, the web-config file and the TLS Secret. Called with (dict "root" $ "config" NAME).
 */}}
-{{- define "mtaq-exporter.sidecarContainer" -}}
-- name: {{ .Values.containerName }}
-  image: {{ include "mtaq-exporter.image" . | quote }}
-  imagePullPolicy: {{ .Values.image.pullPolicy }}
+{{- define "mtaq-exporter.agentVolumes" -}}
+{{- $v := .root.Values -}}
+- name: mtaq-config
+  configMap:
+    name: {{ .config }}
+{{- if $v.web.config }}
+- name: mtaq-web
+  secret:
+    secretName: {{ include "mtaq-exporter.fullname" .root }}-web
+{{- end }}
+{{- with $v.web.tlsSecretName }}
+- name: mtaq-tls
+  secret:
+    secretName: {{ . }}
+{{- end }}
+{{- end }}
+
+{{/* The sidecar's pod volumes (a list): put them into YOUR MTA pod's `volumes:`. */}}
+{{- define "mtaq-exporter.sidecarVolumes" -}}
+{{- include "mtaq-exporter.agentVolumes" (dict "root" . "config" (include "mtaq-exporter.fullname" .)) }}
+{{- end }}
+
+{{/*
+An agent container (a list item for a pod's `containers:`), shared by the sidecar and the
+blocklist checker. Parameters: root ($), name, args (flags after the common ones), env,
+resources, mounts (extra volume mounts), mta (mount the MTA's queue and log volumes).
+*/}}
+{{- define "mtaq-exporter.agentContainer" -}}
+{{- $v := .root.Values }}
+{{- $scheme := include "mtaq-exporter.scheme" .root -}}
+- name: {{ .name }}
+  image: {{ include "mtaq-exporter.image" .root | quote }}
+  imagePullPolicy: {{ $v.image.pullPolicy }}
   args:
     - --config.file=/etc/mtaq/mtaq.yml
-    - --web.listen-address=:{{ .Values.containerPort }}
-    {{- range .Values.extraArgs }}
+    - --web.listen-address=:{{ $v.containerPort }}
+    {{- if $v.web.config }}
+    - --web.config.file=/etc/mtaq-web/web-config.yml
+    {{- end }}
+    {{- range .args }}
     - {{ . | quote }}
     {{- end }}
-  {{- with .Values.extraEnv }}
+  {{- with .env }}
   env:
     {{- toYaml . | nindent 4 }}
   {{- end }}
   ports:
     - name: metrics
-      containerPort: {{ .Values.containerPort }}
+      containerPort: {{ $v.containerPort }}
       protocol: TCP
-  {{- if .Values.livenessProbe.enabled }}
-  livenessProbe:
+  {{- range $probe, $path := dict "livenessProbe" "/healthz" "readinessProbe" "/readyz" }}
+  {{- $p := get $v $probe }}
+  {{- if $p.enabled }}
+  {{ $probe }}:
     httpGet:
-      path: /healthz
+      path: {{ $path }}
       port: metrics
-    initialDelaySeconds: {{ .Values.livenessProbe.initialDelaySeconds }}
-    periodSeconds: {{ .Values.livenessProbe.periodSeconds }}
-    timeoutSeconds: {{ .Values.livenessProbe.timeoutSeconds }}
-    failureThreshold: {{ .Values.livenessProbe.failureThreshold }}
+      scheme: {{ $scheme }}
+    initialDelaySeconds: {{ $p.initialDelaySeconds }}
+    periodSeconds: {{ $p.periodSeconds }}
+    timeoutSeconds: {{ $p.timeoutSeconds }}
+    failureThreshold: {{ $p.failureThreshold }}
   {{- end }}
-  {{- if .Values.readinessProbe.enabled }}
-  readinessProbe:
-    httpGet:
-      path: /readyz
-      port: metrics
-    initialDelaySeconds: {{ .Values.readinessProbe.initialDelaySeconds }}
-    periodSeconds: {{ .Values.readinessProbe.periodSeconds }}
-    timeoutSeconds: {{ .Values.readinessProbe.timeoutSeconds }}
-    failureThreshold: {{ .Values.readinessProbe.failureThreshold }}
   {{- end }}
-  {{- with .Values.resources }}
+  {{- with .resources }}
   resources:
     {{- toYaml . | nindent 4 }}
   {{- end }}
-  {{- with .Values.securityContext }}
+  {{- with $v.securityContext }}
   securityContext:
     {{- toYaml . | nindent 4 }}
   {{- end }}
@@ -140,21 +185,52 @@ MTA image's postdrop gid in supplementalGroups (a pod-level field: a container c
     - name: mtaq-config
       mountPath: /etc/mtaq
       readOnly: true
-    - name: {{ required "mta.queuePublicDir: name of the MTA's queue volume" .Values.mta.queuePublicDir }}
-      mountPath: {{ .Values.mta.queuePublicMountPath }}
-      {{- with .Values.mta.queuePublicSubPath }}
+    {{- if $v.web.config }}
+    - name: mtaq-web
+      mountPath: /etc/mtaq-web
+      readOnly: true
+    {{- end }}
+    {{- if $v.web.tlsSecretName }}
+    - name: mtaq-tls
+      mountPath: /etc/mtaq-tls
+      readOnly: true
+    {{- end }}
+    {{- if .mta }}
+    - name: {{ required "mta.queuePublicDir: name of the MTA's queue volume" $v.mta.queuePublicDir }}
+      mountPath: {{ $v.mta.queuePublicMountPath }}
+      {{- with $v.mta.queuePublicSubPath }}
       subPath: {{ . }}
       {{- end }}
       readOnly: true
-    {{- if .Values.mta.logDir }}
-    - name: {{ .Values.mta.logDir }}
-      mountPath: {{ .Values.mta.logMountPath }}
-      {{- with .Values.mta.logSubPath }}
+    {{- if $v.mta.logDir }}
+    - name: {{ $v.mta.logDir }}
+      mountPath: {{ $v.mta.logMountPath }}
+      {{- with $v.mta.logSubPath }}
       subPath: {{ . }}
       {{- end }}
       readOnly: true
     {{- end }}
-    {{- with .Values.extraVolumeMounts }}
+    {{- end }}
+    {{- with .mounts }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
+{{- end }}
+
+{{/*
+The sidecar's container spec (a list item for YOUR MTA pod's `containers:`).
+It mounts the MTA's queue public/ directory and log directory READ-ONLY (connecting to the
+showq UNIX socket works on a read-only mount). Those volumes must exist in the pod under the
+names .Values.mta.queuePublicDir and .Values.mta.logDir, plus the volumes from
+"mtaq-exporter.sidecarVolumes".
+postdrop: public/ is drwx--s--- postfix:postdrop, so the POD's securityContext must list the
+MTA image's postdrop gid in supplementalGroups (a pod-level field: a container cannot set it),
+and the group that may read the log (adm) too.
+*/}}
+{{- define "mtaq-exporter.sidecarContainer" -}}
+{{- $env := list }}
+{{- with .Values.webhookToken.secretName }}
+{{- $env = append $env (dict "name" "MTAQ_ACTIONS__WEBHOOK__BEARER_TOKEN" "valueFrom" (dict "secretKeyRef" (dict "name" . "key" $.Values.webhookToken.secretKey))) }}
+{{- end }}
+{{- include "mtaq-exporter.agentContainer" (dict "root" . "name" .Values.containerName "args" .Values.extraArgs
+      "env" (concat $env .Values.extraEnv) "resources" .Values.resources "mounts" .Values.extraVolumeMounts "mta" true) }}
 {{- end }}

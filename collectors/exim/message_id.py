@@ -1,0 +1,42 @@
+"""Exim message ids: both formats, and the arrival second they encode.
+
+Before Exim 4.97 an id is ``tttttt-pppppp-ss`` (16 characters), from 4.97 on
+``tttttt-ppppppppppp-ssss`` (23 characters; ChangeLog JH/29). Every part is base 62
+(``0-9A-Za-z``); the first six characters are the second the message arrived, which gives the
+``exim -bp`` fallback an arrival time to the second (the listing itself says only "25m").
+Builds for Darwin and Cygwin use base 36 (case-insensitive file systems); their ids pass the
+format check, but the decoded time is only meaningful for base 62.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+
+_BASE62 = string.digits + string.ascii_uppercase + string.ascii_lowercase
+_DIGIT = {c: i for i, c in enumerate(_BASE62)}
+ID_LENGTHS = frozenset({16, 23})
+
+
+_ID = re.compile(r"[0-9A-Za-z]{6}-(?:[0-9A-Za-z]{6}-[0-9A-Za-z]{2}|[0-9A-Za-z]{11}-[0-9A-Za-z]{4})")
+
+
+def is_message_id(token: str) -> bool:
+    """Whether ``token`` is an Exim message id of either format."""
+    return len(token) in ID_LENGTHS and _ID.fullmatch(token) is not None
+
+
+def id_time(message_id: str) -> int | None:
+    """The arrival second a (base-62) message id encodes, None for anything else."""
+    if not is_message_id(message_id):
+        return None
+    value = 0
+    for c in message_id[:6]:
+        value = value * 62 + _DIGIT[c]
+    return value
+
+
+def subdirectory(message_id: str) -> str:
+    """The split-spool subdirectory of ``message_id`` (``split_spool_directory``): its sixth
+    character, the fastest-changing digit of the arrival second."""
+    return message_id[5]

@@ -1,0 +1,332 @@
+"""Exim's spool, read the way ``exim -bp`` reads it: ``input/`` (split spool too) and ``msglog/``.
+
+Per message (Exim spec, "Format of spool files"; ``src/spool_in.c``):
+
+- ``<id>-H``: its own name, ``login uid gid``, ``<sender>``, ``<arrival second> <warnings>``,
+  ``-name value`` lines (``-frozen <time>``, ``-received_time_usec .uuuuuu``,
+  ``-deliver_firsttime``; ``-aclc``/``-aclm`` carry a byte count and a value that may span lines),
+  the tree of addresses already delivered (``XX`` when empty; else pre-order nodes ``YN addr``
+  whose two letters say whether a left and a right subtree follow), the recipient count, the
+  recipients (later formats append data after the address, read from the end as Exim does), a
+  blank line and the headers (``NNNc text``: length, a flag, the text; ``*`` = not transmitted).
+- ``<id>-D``: the body; ``-bp``'s size is the transmitted headers plus the body.
+- ``<id>-J``: addresses delivered by an attempt still in progress (delivered too).
+- ``msglog/<id>``: one line per attempt; a ``defer`` line gives the recipient's last defer reason.
+
+The Exim manual says spool files are "not intended as an interface to other programs"; the
+format has been stable since Exim 4 and ``exim -bp`` is the fallback when it cannot be read.
+Parsing is pure (bytes in, a record or ``SpoolFormatError`` out); ``read_spool`` does the I/O.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from collectors.deadline import Deadline
+from collectors.exim.log_parse import DEFERRED, Delivery, EximLineParser, parse_outcome
+from collectors.exim.message_id import ID_LENGTHS, is_message_id
+from collectors.queue_model import QueueMessage, QueueRecipient
+
+QUEUED, FROZEN = "queued", "frozen"
+EXIM_QUEUES = (QUEUED, FROZEN)
+#: Files between two deadline checks (a check is a clock read; a file is a few microseconds).
+CHECK_EVERY = 256
+#: Exim refuses more recipients than this in a -H file (``spool_in.c``); so do we.
+MAX_RECIPIENTS = 16384
+
+
+class SpoolFormatError(ValueError):
+    """A -H file that Exim itself would report as a spool format error."""
+
+
+@dataclass(frozen=True, slots=True)
+class SpoolHeader:
+    """What the envelope part of a -H file says."""
+
+    message_id: str
+    sender: str
+    arrival: float
+    frozen: bool
+    attempted: bool  # False while -deliver_firsttime is set: no attempt yet, so no defer reasons
+    recipients: tuple[str, ...]
+    delivered: frozenset[str]
+    header_bytes: int  # transmitted header bytes, for -bp's size
+
+
+def _line(data: bytes, pos: int) -> tuple[bytes, int]:
+    end = data.find(b"\n", pos)
+    if end < 0:
+        raise SpoolFormatError("unexpected end of file")
+    return data[pos:end], end + 1
+
+
+def _recipient(line: str) -> str:
+    """The address of a recipient line, without the data later formats append after it.
+
+    Read backwards, as ``spool_in.c`` does: an address ends with a domain, so trailing digits,
+    ``,`` or ``#<flags>`` mark added data (Exim 3 ``a n,n,n``; early Exim 4 ``a n``; current
+    ``a [orcpt len,dsn_flags ][errors_to len,pno]#flags``).
+    """
+    end = len(line)
+    p = end - 1
+    while p >= 0 and line[p].isdigit():
+        p -= 1
+    if p < 0 or p == end - 1:
+        return line  # no trailing digits: the line is the address
+    mark = line[p]
+    if mark == ",":  # Exim 3
+        while p > 0 and (line[p - 1].isdigit() or line[p - 1] == ","):
+            p -= 1
+        p -= 1
+        return line[:p] if p >= 0 and line[p] == " " else line
+    if mark == " ":  # early Exim 4: the parent number
+        return line[:p]
+    if mark != "#":
+        return line
+    flags = int(line[p + 1:])
+    if flags & 0x01:  # errors_to and its length, then the parent number
+        p = _skip_back_length(line, p)
+        length = _length_at(line, p)
+        p -= length + 1
+    if flags & 0x02:  # orcpt and its length, then the DSN flags
+        p = _skip_back_length(line, p)
+        length = _length_at(line, p)
+        p -= length + 1
+    if p < 1:
+        raise SpoolFormatError(f"malformed recipient line {line!r}")
+    return line[:p]
+
+
+def _skip_back_length(line: str, p: int) -> int:
+    """From the character after ``<len>,<n>``, back to the separator in front of ``<len>``."""
+    p -= 1
+    while p >= 0 and (line[p].isdigit() or line[p] in ",-"):
+        p -= 1
+    return p
+
+
+def _length_at(line: str, p: int) -> int:
+    """``<len>`` of the ``<len>,<n>`` that starts after ``p``."""
+    length = line[p + 1:].partition(",")[0]
+    if not length.isdigit():
+        raise SpoolFormatError(f"malformed recipient line {line!r}")
+    return int(length)
+
+
+def _nonrecipients(data: bytes, pos: int, first: bytes) -> tuple[frozenset[str], int]:
+    """The delivered-address tree that starts with line ``first``; pre-order, so counting the
+    subtrees each node announces finds its end."""
+    if first == b"XX":
+        return frozenset(), pos
+    delivered = []
+    line = first
+    expected = 1
+    while True:
+        if len(line) < 4 or line[2:3] != b" " or line[0:1] not in b"YN" or line[1:2] not in b"YN":
+            raise SpoolFormatError(f"malformed non-recipients tree line {line[:80]!r}")
+        delivered.append(line[3:].decode("utf-8", "surrogateescape"))
+        expected += (line[0:1] == b"Y") + (line[1:2] == b"Y") - 1
+        if expected == 0:
+            return frozenset(delivered), pos
+        line, pos = _line(data, pos)
+
+
+def _header_bytes(data: bytes, pos: int) -> int:
+    """Sum of the transmitted headers' lengths (``NNNc text``; flag ``*``: not transmitted)."""
+    total = 0
+    end = len(data)
+    while pos < end:
+        start = pos
+        while pos < end and 48 <= data[pos] <= 57:
+            pos += 1
+        if pos == start or pos >= end:
+            raise SpoolFormatError("malformed header length")
+        length = int(data[start:pos])
+        flag = data[pos]
+        pos += 1
+        while pos < end and data[pos] in b" \t\n":
+            pos += 1
+        if flag != 42:  # "*"
+            total += length
+        pos += length
+        if pos > end:
+            raise SpoolFormatError("header runs past the end of the file")
+    return total
+
+
+def parse_header(data: bytes, message_id: str) -> SpoolHeader:
+    """Parse a -H file's bytes; raises ``SpoolFormatError`` where Exim would report a format error."""
+    name, pos = _line(data, 0)
+    if name != f"{message_id}-H".encode():
+        raise SpoolFormatError(f"first line is {name[:80]!r}, not the file's own name")
+    _, pos = _line(data, pos)  # login uid gid
+    sender_line, pos = _line(data, pos)
+    if len(sender_line) < 2 or sender_line[:1] != b"<" or sender_line[-1:] != b">":
+        raise SpoolFormatError(f"malformed sender line {sender_line[:80]!r}")
+    time_line, pos = _line(data, pos)
+    fields = time_line.split()
+    if len(fields) != 2 or not fields[0].isdigit() or not fields[1].lstrip(b"-").isdigit():
+        raise SpoolFormatError(f"malformed time line {time_line[:80]!r}")
+    arrival = float(int(fields[0]))
+    frozen = False
+    attempted = True
+    # The "-name value" lines: most say nothing a queue reader needs, so only their first letters
+    # are looked at (f, r, d, a) before a line is cut out of the buffer.
+    while True:
+        end = data.find(b"\n", pos)
+        if end < 0:
+            raise SpoolFormatError("unexpected end of file")
+        if data[pos] != 45:  # not "-": the first line after the variables
+            line = data[pos:end]
+            pos = end + 1
+            break
+        start = pos + 2 if data[pos + 1] == 45 else pos + 1  # "--" marks tainted data
+        if data[start] in b"frda":
+            variable = data[start:end]
+            if variable.startswith(b"frozen "):
+                frozen = True
+            elif variable.startswith(b"received_time_usec "):
+                usec = variable[19:].lstrip(b".")
+                if usec.isdigit():
+                    arrival += int(usec) / 10 ** len(usec)
+            elif variable == b"deliver_firsttime":
+                attempted = False
+            elif variable.startswith((b"aclc ", b"aclm ", b"acl ")):
+                # "-aclc <name> <count>" (or old "-acl <n> <count>"): the value follows, count bytes
+                # and a newline, and may itself contain newlines.
+                count = variable.rsplit(b" ", 1)[-1]
+                if not count.isdigit():
+                    raise SpoolFormatError(f"malformed ACL variable line {variable[:80]!r}")
+                end += int(count) + 1
+        pos = end + 1
+    delivered, pos = _nonrecipients(data, pos, line)
+    count_line, pos = _line(data, pos)
+    if not count_line.strip().isdigit() or int(count_line) > MAX_RECIPIENTS:
+        raise SpoolFormatError(f"malformed recipient count {count_line[:80]!r}")
+    recipients = []
+    for _ in range(int(count_line)):
+        line, pos = _line(data, pos)
+        if not line:
+            raise SpoolFormatError("empty recipient line")
+        recipients.append(_recipient(line.decode("utf-8", "surrogateescape")))
+    blank, pos = _line(data, pos)
+    if blank:
+        raise SpoolFormatError("no blank line before the headers")
+    return SpoolHeader(message_id, sender_line[1:-1].decode("utf-8", "surrogateescape"), arrival, frozen, attempted,
+                       tuple(recipients), delivered, _header_bytes(data, pos))
+
+
+def defer_reasons(msglog: bytes, parser: EximLineParser) -> dict[str, str]:
+    """Each recipient's last defer reason in a message log: its lines are main log lines without
+    the ``==`` flag (``<time> <address> R=… T=… defer (<errno>) …: <why>``)."""
+    reasons: dict[str, str] = {}
+    for raw in msglog.split(b"\n"):
+        if b" defer (" not in raw:
+            continue
+        envelope = parser.envelope(raw.decode("utf-8", "replace"))
+        if type(envelope) is not tuple:
+            continue
+        outcome = parse_outcome(envelope[1], "==", DEFERRED, None, None, "")
+        if isinstance(outcome, Delivery) and outcome.text:
+            reasons[outcome.address] = outcome.text
+    return reasons
+
+
+def message_size(header: SpoolHeader, data_file_size: int | None) -> int:
+    """What ``exim -bp`` shows as the size: transmitted headers plus the -D file without its first
+    line (the file's own name), plus one for the blank line between them; 0 without a -D file."""
+    if data_file_size is None:
+        return 0
+    return header.header_bytes + data_file_size - (len(header.message_id) + 3) + 1
+
+
+def _directories(input_dir: str, top: list[str]) -> Iterator[tuple[str, list[str]]]:
+    """``input/`` and its split-spool subdirectories (one base-62 character each), with their entries."""
+    yield input_dir, top
+    for entry in top:
+        if len(entry) == 1 and entry.isalnum():
+            path = os.path.join(input_dir, entry)
+            try:
+                yield path, os.listdir(path)
+            except (NotADirectoryError, FileNotFoundError):  # a file of that name, or gone meanwhile
+                continue
+
+
+def _read(path: str) -> bytes | None:
+    """A spool file's bytes, None when it is gone (the message left the queue meanwhile)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        chunks = []
+        while chunk := os.read(fd, 1 << 16):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def read_spool(spool_directory: str, deadline: Deadline) -> Iterator[QueueMessage]:
+    """Every message in the spool, within ``deadline`` (``ReadTimeout`` when it passes).
+
+    ``input/`` is listed at once, so that ``OSError`` (the agent is not in the Exim group: the
+    caller may fall back to ``exim -bp``) comes before any message. A -H file that cannot be parsed
+    comes out as a message with a non-finite arrival, which the queue collector leaves out of the
+    totals and counts (``reason="bad_value"``); one that disappears while the scan runs was
+    delivered meanwhile and is left out, as ``exim -bp`` does.
+    """
+    input_dir = os.path.join(spool_directory, "input")
+    return _scan(input_dir, os.listdir(input_dir), os.path.join(spool_directory, "msglog"), deadline)
+
+
+def _scan(input_dir: str, top: list[str], msglog_dir: str, deadline: Deadline) -> Iterator[QueueMessage]:
+    parser = EximLineParser()
+    seen = 0
+    for directory, entries in _directories(input_dir, top):
+        split = directory != input_dir
+        names = set(entries)
+        for entry in entries:
+            if len(entry) - 2 not in ID_LENGTHS or not entry.endswith("-H") or not is_message_id(entry[:-2]):
+                continue
+            seen += 1
+            if seen % CHECK_EVERY == 0:
+                deadline.check()
+            message_id = entry[:-2]
+            data = _read(f"{directory}/{entry}")
+            if data is None:
+                continue
+            try:
+                header = parse_header(data, message_id)
+            except SpoolFormatError:
+                yield QueueMessage(QUEUED, message_id, math.nan, 0, "", ())
+                continue
+            yield _message(header, directory, names, f"{msglog_dir}/{entry[5]}" if split else msglog_dir, parser)
+    deadline.check()
+
+
+def _message(header: SpoolHeader, directory: str, names: set[str], msglog_dir: str,
+             parser: EximLineParser) -> QueueMessage:
+    """The queue record of one parsed -H file: undelivered recipients with their defer reasons."""
+    message_id = header.message_id
+    delivered: frozenset[str] | set[str] = header.delivered
+    if f"{message_id}-J" in names:  # an attempt in progress has delivered these already
+        journal = _read(f"{directory}/{message_id}-J")
+        if journal:
+            delivered = set(delivered) | set(journal.decode("utf-8", "surrogateescape").split("\n")[:-1])
+    try:
+        data_size: int | None = os.stat(f"{directory}/{message_id}-D").st_size
+    except FileNotFoundError:
+        data_size = None
+    reasons: dict[str, str] = {}
+    if header.attempted and not header.frozen:
+        msglog = _read(f"{msglog_dir}/{message_id}")
+        if msglog:
+            reasons = defer_reasons(msglog, parser)
+    return QueueMessage(
+        FROZEN if header.frozen else QUEUED, message_id, header.arrival, message_size(header, data_size),
+        header.sender,
+        tuple(QueueRecipient(r, reasons.get(r, "")) for r in header.recipients if r not in delivered))
