@@ -24,7 +24,7 @@ run: setup-run
 		$(BIN)/python -c 'import sys; from collectors.postfix.instance import postfix_present; sys.exit(not postfix_present())'; then \
 		exec $(BIN)/mtaq-exporter $(ARGS); \
 	else \
-		echo "no local Postfix found (postconf, showq socket): running the demo on bundled real Postfix data"; \
+		echo "no local Postfix found (postconf, showq socket): running the demo on bundled real Postfix and Exim data"; \
 		exec $(BIN)/mtaq-exporter demo $(ARGS); \
 	fi
 

@@ -3,7 +3,7 @@
     sudo .venv/bin/python -m bench.exim_bench [--lines 500000] [--messages 100000] [--repeat 3]
 
 1. Log ingest. A corpus of ``--lines`` lines: the real lab main log
-   (``tests/fixtures/exim_log/lab_mainlog.log``) replicated with fresh message ids. Timed: the
+   (``collectors/data/demo_exim_mainlog.log``) replicated with fresh message ids. Timed: the
    parser alone, parser + accounting (what ``analyze`` runs), and the agent's path (the real
    tailer feeding the Exim log collector, from the first line until every line is counted). The
    baseline is ``eximstats``, Exim's own log analyser (Perl, Debian's exim4-base), on the same
@@ -46,8 +46,8 @@ from exporter.summary import collect_samples
 from tests.lab import exim as exim_lab
 
 ROOT = Path(__file__).resolve().parent.parent
-LAB_LOG = ROOT / "tests" / "fixtures" / "exim_log" / "lab_mainlog.log"
-LAB_SPOOL = ROOT / "tests" / "fixtures" / "exim_queue" / "spool"
+LAB_LOG = ROOT / "collectors" / "data" / "demo_exim_mainlog.log"
+LAB_SPOOL = ROOT / "collectors" / "data" / "demo_exim_spool"
 BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 CLASSIFIER = ClassificationConfig.model_validate({"local_delivery": {"loopback": False}})
 

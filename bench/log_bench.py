@@ -8,8 +8,9 @@ Then times, on that same corpus:
 
 1. parse only (``PostfixLineParser.parse``);
 2. parse + classify + account (``LogProcessor.process_lines`` with the Postfix format, in tailer-sized batches);
-3. the same split by queue id between two processes (``LogPart``, as ``analyze`` does on large
-   files: each routes every line and accounts its share; the parts' snapshots merged at the end);
+3. the same split by queue id between two processes, as ``analyze`` does on large files
+   (``SplitAccounting``: one routes every line, accounts its share and passes the other its own;
+   the parts' snapshots merged at the end);
 4. the collector through its tailer sink (bytes, UTF-8 decode, all of the above, one scrape);
 5. the real ``Tailer`` reading the corpus from a file into the collector (``poll_once``), in a
    process of its own so that its peak RSS is the agent's, not the in-memory corpus's.
@@ -30,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import multiprocessing
 import os
 import re
 import shutil
@@ -47,12 +47,12 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 # after the sys.path line above, so that it runs from a checkout
 from collectors.classify import ClassificationConfig, Classifier
-from collectors.delivery_accounting import merge_parts
 from collectors.log_collector import LogCollector
-from collectors.log_pipeline import LogPart, LogProcessor
+from collectors.log_pipeline import LogProcessor
 from collectors.postfix.log_events import POSTFIX_LOG
 from collectors.postfix.log_parse import Ignored, PostfixLineParser, Unparsed
 from collectors.tailer import Tailer
+from exporter.commands.analyze import FileClock, SplitAccounting
 from tests.helpers import FakeTailer
 
 BATCH = 4096  # lines per sink call, about what the tailer hands over per read
@@ -221,34 +221,13 @@ def mtail_rate(corpus_path: str) -> tuple[float, float] | None:
 
 
 def split_account(batches: list[list[str]], classifier: Classifier, parts: int) -> None:
-    """Stage 3: ``parts`` processes (this one and forked ones) each account their share of queue
-    ids (``LogPart``) over every batch; their snapshots come back and are merged."""
-    context = multiprocessing.get_context("fork")  # the parts must share Python's string hash
-
-    def run(index: int) -> dict:
-        part = LogPart(index, parts)
-        processor = LogProcessor(part.format(POSTFIX_LOG), classifier, serial=part.serial)
-        for batch in batches:
-            processor.process_lines("bench", part.take(batch))
-        return dict(processor.snapshots())
-
-    def child(index: int, sender: Any) -> None:
-        sender.send(run(index))
-        sender.close()
-
-    children = []
-    for index in range(1, parts):
-        receiver, sender = context.Pipe(duplex=False)
-        process = context.Process(target=child, args=(index, sender), daemon=True)
-        process.start()
-        sender.close()
-        children.append((process, receiver))
-    snapshots = [run(0)]
-    for process, receiver in children:
-        snapshots.append(receiver.recv())
-        process.join()
-    for name in snapshots[0]:
-        merge_parts(s[name] for s in snapshots if name in s)
+    """Stage 3: ``analyze``'s split (``SplitAccounting``): this process routes every batch, accounts
+    its share of queue ids and passes the rest to ``parts - 1`` forked ones; their snapshots come
+    back and are merged."""
+    accounting = SplitAccounting(POSTFIX_LOG, classifier, parts, FileClock())
+    for batch in batches:
+        accounting.process_lines("bench", batch)
+    accounting.finish()
 
 
 def _lines(path: str) -> int:

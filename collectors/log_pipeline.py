@@ -3,8 +3,9 @@
 An MTA contributes a :class:`LogFormat`: a line parser (layer 1: a line in, a typed record or an
 ``Ignored``/``Unparsed`` marker out, never an exception) and an adapter that turns its records
 into the events of ``delivery_accounting`` (layer 2). :class:`LogProcessor` runs lines through
-both and counts them per source as parsed, ignored or unparsed. :class:`LogPart` splits a log
-between several processors by queue id, for reading large files on several cores.
+both and counts them per source as parsed, ignored or unparsed. :class:`LogSplit` shares a log
+between several processors by queue id (each one a :class:`LogPart`), for reading large files on
+several cores.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from itertools import compress
 from typing import Any, Protocol, runtime_checkable
 
 from collectors.base import Clock
@@ -76,7 +78,7 @@ class LogProcessor:
 
     Feed it from one thread at a time (parser caches are not shared-safe); read
     ``line_counts()`` and ``snapshots()`` from any thread. ``serial``: the place in the whole log
-    of the line being processed, when a :class:`LogPart` feeds it (``LogPart.serial``).
+    of the line being processed, when it is a :class:`LogPart` (``LogPart.serial``).
     """
 
     def __init__(self, log_format: LogFormat, classifier: Classifier, *, clock: Clock = time.time,
@@ -135,53 +137,62 @@ class LogProcessor:
         return self.accounts.snapshots()
 
 
-class LogPart:
-    """Part ``index`` of ``parts`` that read the same log side by side, each accounting the
-    messages whose queue id hashes to it (``RoutingParser.route``), so that their snapshots add up
-    to one reader's (``delivery_accounting.merge_parts``). Lines without a queue id go to part 0.
+class LogSplit:
+    """Shares a log's lines between parts by queue id (``RoutingParser.route``), so that each part's
+    accounting sees every line of its messages and their snapshots add up to one reader's
+    (``delivery_accounting.merge_parts``). ``weights``: each part's relative share of queue ids (a
+    part that also reads the files takes fewer). Lines without a queue id go by their first word.
 
-    Wrap the format with ``format()``, give ``serial`` to the processor, and hand the processor
-    ``take(lines)`` of every batch of the log, in order. Parts must share Python's string hash:
-    run them in processes forked from one parent.
+    Only the process that splits routes: the parts need not agree on anything (not even Python's
+    string hash), they get their lines and each line's place in the whole log (``LogPart.feed``).
     """
 
-    def __init__(self, index: int, parts: int) -> None:
-        self.index = index
-        self.parts = parts
-        self._route: Callable[[str], str] | None = None
-        self._seen = 0  # lines of the log before the current batch
-        self._batch = 0  # lines in the current batch
-        self._taken: list[int] = []  # where in the current batch each line this part took is
+    def __init__(self, parser: RoutingParser, weights: Sequence[int]) -> None:
+        if not 0 < len(weights) < 256 or min(weights) < 1:
+            raise ValueError(f"1 to 255 parts, each of weight 1 or more, not {list(weights)}")
+        self._route = parser.route
+        # part -> a byte translation table that turns a line's owner into 1 for that part, else 0.
+        self._selects = [bytes(int(owner == part) for owner in range(256)) for part in range(len(weights))]
+        # hash slot -> part: a part of weight w owns w slots.
+        self._owners = [part for part, weight in enumerate(weights) for _ in range(weight)]
+        self._seen = 0  # lines of the log before the next batch
+
+    def split(self, lines: list[str]) -> list[tuple[list[str], list[int]]]:
+        """Each part's lines of the next batch of the log, with their places in the whole log."""
+        owners, slots = self._owners, len(self._owners)
+        owner = bytes([owners[hash(key) % slots] for key in map(self._route, lines)])
+        places = range(self._seen, self._seen + len(lines))
+        self._seen += len(lines)
+        shares = []
+        for select in self._selects:  # the rest of the per-line work in C: translate() and compress()
+            mask = owner.translate(select)
+            shares.append((list(compress(lines, mask)), list(compress(places, mask))))
+        return shares
+
+
+class LogPart:
+    """One part of a log split by ``LogSplit``: wrap the format with ``format()``, give ``serial``
+    to the processor, and hand the processor ``feed(lines, places)`` of each of its shares, in order.
+    """
+
+    def __init__(self) -> None:
+        self._places: list[int] = []  # where in the whole log each line of the current share is
         self._parsed = 0  # lines the processor has parsed so far
-        self._batch_start = 0  # the same, when the current batch began
+        self._share_start = 0  # the same, when the current share began
 
     def format(self, log_format: LogFormat) -> LogFormat:
-        """``log_format`` whose parser routes lines for ``take`` and counts them for ``serial``."""
+        """``log_format`` whose parser counts its lines for ``serial``."""
+        return replace(log_format, parser=lambda clock: _CountingParser(log_format.parser(clock), self))
 
-        def parser(clock: Clock) -> LineParser:
-            inner = log_format.parser(clock)
-            if not isinstance(inner, RoutingParser):
-                raise TypeError(f"the {log_format.mta} log parser cannot route lines by queue id")
-            self._route = inner.route
-            return _CountingParser(inner, self)
-
-        return replace(log_format, parser=parser)
-
-    def take(self, lines: list[str]) -> list[str]:
-        """This part's lines of the next batch of the log."""
-        if self._route is None:
-            raise RuntimeError("LogPart.take before a processor was made with LogPart.format")
-        parts, index = self.parts, self.index
-        taken = [at for at, key in enumerate(map(self._route, lines)) if hash(key) % parts == index]
-        self._seen += self._batch
-        self._batch = len(lines)
-        self._taken = taken
-        self._batch_start = self._parsed
-        return [lines[at] for at in taken]
+    def feed(self, lines: list[str], places: list[int]) -> list[str]:
+        """``lines``, the next share of this part, remembering their ``places`` in the whole log."""
+        self._places = places
+        self._share_start = self._parsed
+        return lines
 
     def serial(self) -> int:
         """The place in the whole log of the line being processed."""
-        return self._seen + self._taken[self._parsed - 1 - self._batch_start]
+        return self._places[self._parsed - 1 - self._share_start]
 
 
 class _CountingParser:

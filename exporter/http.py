@@ -31,8 +31,6 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated, Any
 
-from hypercorn.asyncio import serve
-from hypercorn.config import Config as HypercornConfig
 from pydantic import AfterValidator, BeforeValidator, Field, field_validator
 
 from collectors.base import Auth, Request, Response, Route
@@ -220,7 +218,9 @@ class HTTPServer:
         """
         sock = bind_socket(host, port)
         bound = sock.getsockname()[1]
-        config = _Config(tls)
+        from hypercorn.asyncio import serve  # see _hypercorn_config
+
+        config = _hypercorn_config(tls)
         config.bind = [f"fd://{sock.detach()}"]
         config.backlog = BACKLOG
         config.read_timeout = max(1, round(self.client_timeout))
@@ -253,20 +253,21 @@ class HTTPServer:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
 
-class _Config(HypercornConfig):
+def _hypercorn_config(tls: ssl.SSLContext | None) -> Any:
     """Hypercorn's configuration with our TLS context (web-config.yml semantics: versions, client
     certificates) instead of one built from file names."""
+    # Imported here: the commands that never serve (analyze, qshape, status, ...) start sooner.
+    from hypercorn.config import Config
 
-    def __init__(self, tls: ssl.SSLContext | None) -> None:
-        super().__init__()
-        self._tls = tls
+    class _Config(Config):
+        @property
+        def ssl_enabled(self) -> bool:
+            return tls is not None
 
-    @property
-    def ssl_enabled(self) -> bool:
-        return self._tls is not None
+        def create_ssl_context(self) -> ssl.SSLContext | None:
+            return tls
 
-    def create_ssl_context(self) -> ssl.SSLContext | None:
-        return self._tls
+    return _Config()
 
 
 async def _read_body(headers: dict[str, str], receive: Any) -> bytes | Response:

@@ -117,7 +117,9 @@ def _lanes(queue: Mapping[str, Any], now: float) -> str:
             + _table("lanes", ["lane (instance)", "queued", "oldest", "state", "trend (last scans)", "deferred",
                                "held", "recipients", "objective (depth, age warn / crit)"], rows)
             + "<p class='meta'>Queued counts every queue but hold; oldest is the age of the oldest message "
-              "outside hold. The alerts fire after the objective is exceeded for 15 min (depth) or 5 min (age).</p>")
+              "outside hold. Deferred and held are Postfix's queues of those names (0 for Exim, whose queues are "
+              "queued and frozen: a frozen message counts as queued). The alerts fire after the objective is "
+              "exceeded for 15 min (depth) or 5 min (age).</p>")
 
 
 def _deferred(rows_in: Sequence[Mapping[str, Any]], window: float | None) -> str:
@@ -128,8 +130,9 @@ def _deferred(rows_in: Sequence[Mapping[str, Any]], window: float | None) -> str
     body = _table("deferred", ["provider", "reason", "queued rcpts", f"deferrals ({span})", "sample reply"], rows) \
         if rows else "<p class='none'>Nothing deferred.</p>"
     return ("<h2>Why mail waits: provider &times; reason</h2>" + body
-            + "<p class='meta'>Queued rcpts: recipients in the deferred queue by the class of their last defer "
-              "reason; deferrals: deferred attempts in the mail log; the reply is the latest of its kind.</p>")
+            + "<p class='meta'>Queued rcpts: recipients in the deferred queue (Exim: of messages not frozen) by "
+              "the class of their last defer reason; deferrals: deferred attempts in the mail log; the reply is the "
+              "latest of its kind.</p>")
 
 
 def _providers(rows_in: Sequence[Mapping[str, Any]], window: float | None) -> str:

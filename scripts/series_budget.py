@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The series budget of one agent (one sidecar): how many time series Prometheus stores for it.
 
-    python -m scripts.series_budget --demo                     # the demo, after one pass of its log
+    python -m scripts.series_budget --demo                     # the demo, after one pass of its logs
     python -m scripts.series_budget --url http://HOST:10154    # a running agent, now
     python -m scripts.series_budget --config FILE              # the worst case that configuration allows
 
@@ -53,13 +53,17 @@ def scrape(url: str) -> Counter[str]:
 
 
 def measure_demo(lines_per_second: float = 2000) -> Counter[str]:
-    """Run ``mtaq-exporter demo`` until its agent has read the whole bundled log once; its series."""
+    """Run ``mtaq-exporter demo`` until its agent has read each bundled log (Postfix's and Exim's)
+    once; its series."""
     import socket
+
+    from exporter.commands.demo import EXIM_REPLAY, POSTFIX_REPLAY
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    lines = len(resources.files("collectors").joinpath("data/demo_maillog.log").read_text().splitlines())
+    lines = {mta: len(resources.files("collectors").joinpath(f"data/{replay.file}").read_text().splitlines())
+             for mta, replay in (("postfix", POSTFIX_REPLAY), ("exim", EXIM_REPLAY))}
     demo = subprocess.Popen([sys.executable, "-m", "exporter.cli", "demo", "--web.listen-address", f"127.0.0.1:{port}",
                              "--lines-per-second", str(lines_per_second), "--log.level", "warning"],
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -72,12 +76,15 @@ def measure_demo(lines_per_second: float = 2000) -> Counter[str]:
             except OSError:
                 time.sleep(0.5)
                 continue
-            read = sum(s.value for f in text_string_to_metric_families(text) if f.name == "mtaq_log_lines"
-                       for s in f.samples if s.name == "mtaq_log_lines_total")
-            if read >= lines:
+            read: Counter[str] = Counter()
+            for family in text_string_to_metric_families(text):
+                for sample in family.samples:
+                    if sample.name == "mtaq_log_lines_total":
+                        read[sample.labels["mta"]] += int(sample.value)
+            if all(read[mta] >= count for mta, count in lines.items()):
                 return scrape(f"http://127.0.0.1:{port}")
             time.sleep(0.5)
-        raise SystemExit("the demo did not read its log within 120 s")
+        raise SystemExit("the demo did not read its logs within 120 s")
     finally:
         demo.terminate()
         demo.wait(timeout=30)
@@ -123,7 +130,7 @@ def worst_case(family: Family, values: dict[str, int], exceptions: dict[tuple[st
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     group = parser.add_mutually_exclusive_group(required=True)
-    group.add_argument("--demo", action="store_true", help="measure the demo after one pass of its log")
+    group.add_argument("--demo", action="store_true", help="measure the demo after one pass of each of its logs")
     group.add_argument("--url", help="measure a running agent (http://host:port)")
     group.add_argument("--config", metavar="FILE", nargs="?", const="",
                        help="the worst case of a configuration (none: the defaults)")

@@ -132,9 +132,13 @@ class AgentProcess:
         return self
 
     def __exit__(self, *_exc: object) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.communicate()
+        if self.proc.poll() is None:  # SIGTERM first: the agent (and the demo's temporary files) end cleanly
+            self.proc.terminate()
+            try:
+                self.proc.communicate(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.communicate()
 
 
 class FakeTailer:

@@ -14,8 +14,8 @@ from exporter.commands import analyze
 from tests.exim_reference import PROVIDERS, listing, reference
 
 FIXTURES = Path(__file__).parent / "fixtures"
-LAB_LOG = FIXTURES / "exim_log" / "lab_mainlog.log"
-SPOOL = FIXTURES / "exim_queue" / "spool"
+LAB_LOG = Path(__file__).parent.parent / "collectors" / "data" / "demo_exim_mainlog.log"
+SPOOL = Path(__file__).parent.parent / "collectors" / "data" / "demo_exim_spool"
 POSTFIX_LOG = FIXTURES / "postfix_log" / "samples.log"
 
 

@@ -172,7 +172,9 @@ def test_log_counters_equal_an_independent_count(lab: exim_lab.EximLab) -> None:
     assert deferrals == expected["deferrals"]
     for provider in ("google", "yahoo", "microsoft"):
         assert deferrals[(provider, "rate_limited")] >= 1, provider
-    assert series(samples, "mtaq_self_deferrals_total", "mta") == {"exim": expected["self"][()]}
+    # Whether a queue run meets a message before its retry time is timing: a run may have none,
+    # and then no series (the bundled lab log has them: tests/test_exim_log.py).
+    assert series(samples, "mtaq_self_deferrals_total", "mta")["exim"] == expected["self"][()]
     assert series(samples, "mtaq_bounces_total", "provider", "type", "reason") == expected["bounces"]
     assert series(samples, "mtaq_dead_letters_total", "provider", "reason") == expected["dead_letters"]
     assert sum(expected["dead_letters"].values()) >= 4

@@ -1,5 +1,5 @@
 """The Exim main log: the parser on every line form (and hostile input), the adapter's events, and
-the collector on a real lab log (``tests/fixtures/exim_log/lab_mainlog.log``) against an independent
+the collector on a real lab log (``collectors/data/demo_exim_mainlog.log``) against an independent
 count of the same file."""
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from exporter.summary import collect_samples
 from tests.exim_reference import line_results, reference, series
 from tests.helpers import FakeClock
 
-LAB_LOG = Path(__file__).parent / "fixtures" / "exim_log" / "lab_mainlog.log"
+LAB_LOG = Path(__file__).parent.parent / "collectors" / "data" / "demo_exim_mainlog.log"
 LAB = {"local_delivery": {"loopback": False}, "postfix": {"enabled": False}}
 ID = "1xYPwB-0006EL-0J"
 

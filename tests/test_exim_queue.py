@@ -1,4 +1,4 @@
-"""The Exim queue reader on a real spool captured from the lab (``tests/fixtures/exim_queue``), its
+"""The Exim queue reader on a real spool captured from the lab (``collectors/data/demo_exim_spool``), its
 ``exim -bp`` listing as the independent reference; hostile -H files, both id formats, the time
 budget and the fallback listing."""
 
@@ -15,7 +15,7 @@ import pytest
 from collectors.classify import ClassificationConfig, Classifier
 from collectors.deadline import Deadline, ReadTimeout
 from collectors.exim.instance import EximInstance, EximQueueReader, EximSection
-from collectors.exim.message_id import id_time, is_message_id, subdirectory
+from collectors.exim.message_id import id_time, is_message_id, shift_arrival, subdirectory
 from collectors.exim.queue_listing import decode_bp
 from collectors.exim.spool import EXIM_QUEUES, QUEUED, SpoolFormatError, parse_header, read_spool
 from collectors.queue_collector import QueueCollector
@@ -24,7 +24,7 @@ from exporter.summary import collect_samples
 from tests.exim_reference import PROVIDERS, format_size, listing, series
 
 FIXTURES = Path(__file__).parent / "fixtures" / "exim_queue"
-SPOOL = FIXTURES / "spool"
+SPOOL = Path(__file__).parent.parent / "collectors" / "data" / "demo_exim_spool"  # bundled for the demo too
 BP = (FIXTURES / "bp.txt").read_text()
 LISTED = listing(BP)
 LAB = ClassificationConfig.model_validate({"local_delivery": {"loopback": False}})
@@ -67,6 +67,18 @@ def test_a_message_id_carries_its_arrival_second() -> None:
     assert id_time("1xYPwB-0006EL-0J") == int(header.arrival)
     assert subdirectory("1xYPwB-0006EL-0J") == "B"
     assert id_time("not-an-id") is None
+
+
+def test_an_id_moved_in_time_keeps_its_format_and_the_rest() -> None:
+    """What the demo gives replayed messages: the same id an hour (or any time) later."""
+    for message_id in ("1xYPwB-0006EL-0J", "1wN9t2-00000002BQv-3hr9"):
+        moved = shift_arrival(message_id, 3600)
+        assert is_message_id(moved) and moved[6:] == message_id[6:]
+        assert id_time(moved) == id_time(message_id) + 3600  # type: ignore[operator]
+        assert shift_arrival(moved, -3600) == message_id
+    assert shift_arrival("zzzzzz-0006EL-0J", 1) == "000000-0006EL-0J"  # around the six digits' range
+    with pytest.raises(ValueError, match="not an Exim message id"):
+        shift_arrival("1xYPwB-0006EL-0", 1)
 
 
 # -- the spool against exim -bp ---------------------------------------------------------------

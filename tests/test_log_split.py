@@ -1,15 +1,17 @@
 """A log split by queue id between several processes gives exactly the report of one (``analyze --jobs``).
 
 ``PostfixLineParser.route`` must send every line that changes a message's accounting to the part
-that owns that message, ``LogPart`` must hand each part its lines and their places in the log, and
+that owns that message, ``LogSplit`` must hand each part its lines and their places in the log, and
 ``merge_parts`` must put the parts' snapshots back together, order-dependent fields included (the
 latest reply per reason, the dead-letter log).
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -20,7 +22,7 @@ import yaml
 
 from collectors.classify import ClassificationConfig, Classifier
 from collectors.delivery_accounting import merge_parts
-from collectors.log_pipeline import LogPart, LogProcessor
+from collectors.log_pipeline import LogPart, LogProcessor, LogSplit
 from collectors.postfix.log_events import POSTFIX_LOG
 from collectors.postfix.log_parse import BounceNotice, PostfixLineParser
 from exporter.commands import analyze
@@ -79,13 +81,13 @@ def test_parts_account_exactly_what_one_processor_does(tmp_path: Path, parts: in
     classifier = Classifier(ClassificationConfig.model_validate({"local_delivery": {"loopback": False}}))
     whole = LogProcessor(POSTFIX_LOG, classifier, clock=lambda: NOW)
     whole.process_lines("log", lines)
-    split = []
-    for index in range(parts):
-        part = LogPart(index, parts)
-        processor = LogProcessor(part.format(POSTFIX_LOG), classifier, clock=lambda: NOW, serial=part.serial)
-        for start in range(0, len(lines), 500):  # batches, as files are read
-            processor.process_lines("log", part.take(lines[start:start + 500]))
-        split.append(processor)
+    splitter = LogSplit(PostfixLineParser(clock=lambda: NOW), [2, *[3] * (parts - 1)])  # as analyze weighs them
+    part_of = [LogPart() for _ in range(parts)]
+    split = [LogProcessor(part.format(POSTFIX_LOG), classifier, clock=lambda: NOW, serial=part.serial)
+             for part in part_of]
+    for start in range(0, len(lines), 500):  # batches, as files are read
+        for part, processor, share in zip(part_of, split, splitter.split(lines[start:start + 500]), strict=True):
+            processor.process_lines("log", part.feed(*share))
     assert all(p.line_counts()["log"]["parsed"] for p in split)  # every part had work
     assert {result: sum(p.line_counts()["log"][result] for p in split)
             for result in ("parsed", "ignored", "unparsed")} == whole.line_counts()["log"]
@@ -106,11 +108,12 @@ def test_the_dead_letter_log_keeps_the_latest_across_parts(tmp_path: Path) -> No
     lines = big_log(tmp_path).read_text(encoding="utf-8").splitlines()
     whole = LogProcessor(POSTFIX_LOG, Classifier(), clock=lambda: NOW)
     whole.process_lines("log", lines)
-    parts = [LogPart(index, 2) for index in range(2)]
+    parts = [LogPart() for _ in range(2)]
     processors = [LogProcessor(part.format(POSTFIX_LOG), Classifier(), clock=lambda: NOW, serial=part.serial)
                   for part in parts]
-    for part, processor in zip(parts, processors, strict=True):
-        processor.process_lines("log", part.take(lines))
+    for part, processor, share in zip(parts, processors, LogSplit(PostfixLineParser(), [1, 1]).split(lines),
+                                      strict=True):
+        processor.process_lines("log", part.feed(*share))
     letters = whole.snapshots()["postfix-lab"].dead_letter_log
     assert len(letters) > 5
     merged = merge_parts((p.snapshots()["postfix-lab"] for p in processors), dead_letter_limit=5)
@@ -163,3 +166,37 @@ def test_traffic_tables_add_up() -> None:
             "log", [line for line in lines if hash(parser.route(line)) % 2 == index])
     halves[0].add(halves[1].tables())
     assert halves[0].report(50) == whole.report(50)
+
+
+def _dies(*_args: object) -> None:
+    os._exit(3)
+
+
+def _fails(*_args: object) -> None:
+    raise ValueError("bad part")
+
+
+@pytest.mark.parametrize(("target", "why"), [(_dies, "exited with status 3"), (_fails, "ValueError('bad part')")])
+def test_a_part_that_dies_or_fails_is_an_error_never_a_short_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                     target: Any, why: str) -> None:
+    """The forked part stands in for one killed or out of memory: the reader must say so, not hang
+    and not print a report that lacks that part's messages."""
+    def account(connection: Any, *args: Any) -> None:
+        try:
+            target()
+        except BaseException as exc:
+            connection.send(exc)
+
+    monkeypatch.setattr(analyze, "_account_part", account)
+    with pytest.raises(RuntimeError, match=re.escape(why)):
+        analyze.read_logs([str(big_log(tmp_path))], Classifier(), io.StringIO(), jobs=2)
+
+
+@pytest.mark.parametrize("data", [b"", b"a\nbb\n", b"a\nbb", b"x" * 30 + b"\ny\n", b"\n\n", "\u00e9\n\u00fc".encode(),
+                                  b"abc\xff\n", b"z" * 50])
+def test_blocks_are_cut_into_lines_at_newlines_only(monkeypatch: pytest.MonkeyPatch, data: bytes) -> None:
+    monkeypatch.setattr(analyze, "_CHUNK_BYTES", 7)  # lines longer than a block, characters across blocks
+    expected = data.decode("utf-8", "replace").split("\n")
+    if data.endswith(b"\n") or not data:
+        expected.pop()
+    assert [line for lines in analyze._chunks(io.BytesIO(data)) for line in lines] == expected

@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import tomllib
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -288,6 +289,13 @@ def test_pipx_installs_the_wheel(tmp_path: Path) -> None:
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "--wheel-dir", str(wheels),
                     str(source)], check=True, capture_output=True, timeout=300)
     (wheel,) = wheels.glob("mtaq_exporter-*.whl")
+    # Every data file is in the wheel: the demo reads its bundled Postfix and Exim data (the Exim
+    # spool: nested files without an extension) from the installed package.
+    with zipfile.ZipFile(wheel) as archive:
+        packaged = {name for name in archive.namelist() if name.startswith("collectors/data/")}
+    data = source / "collectors" / "data"
+    assert packaged == {f"collectors/{p.relative_to(source / 'collectors').as_posix()}"
+                        for p in data.rglob("*") if p.is_file()}
     env = {**os.environ, "PIPX_HOME": str(tmp_path / "pipx"), "PIPX_BIN_DIR": str(tmp_path / "bin"),
            "PIP_CONSTRAINT": str(ROOT / "constraints.txt")}
     done = subprocess.run(["pipx", "install", str(wheel)], capture_output=True, text=True, env=env, timeout=600,

@@ -136,22 +136,33 @@ def check_providers(page: chromium.Page, metrics: Metrics) -> None:
 
 @pytest.fixture(scope="module")
 def demo() -> Iterator[AgentProcess]:
-    with AgentProcess("demo", "--lines-per-second", "400") as agent:
+    # MTAQ_* variables are the agent's configuration: the screenshot switch is not one of them.
+    env = {k: v for k, v in os.environ.items() if k != "MTAQ_UPDATE_SCREENSHOT"}
+    with AgentProcess("demo", "--lines-per-second", "400", env=env) as agent:
         agent.wait_ready()
-        # The first replay of the bundled log (554 lines) is done once its 12 expiries are in.
-        wait_until(lambda: status(agent.port)["summary"]["dead_letters"]["total"] >= 12, what="the first replay")
+        # The first replay of each bundled log is done once its 12 expiries are in: the Postfix
+        # log's (554 lines), then the Exim main log's (259 lines, 12 retry timeouts).
+
+        def first_replays() -> bool:
+            letters = samples(scrape(agent.port), "mtaq_dead_letters_total")
+            return all(sum(v for labels, v in letters if labels["mta"] == mta) >= 12 for mta in ("postfix", "exim"))
+
+        wait_until(first_replays, what="the first replay of each log")
         yield agent
 
 
 def test_demo_page_renders_with_its_banner_and_equals_metrics(demo: AgentProcess) -> None:
     page, metrics, _ = render_between_scrapes(demo.port, stable=False)
     assert page.texts["banner"] == BANNER
-    assert check_lanes(page, metrics) == 3  # the demo's one instance: high, normal, low
+    assert check_lanes(page, metrics) == 6  # the demo's two instances, Postfix and Exim: high, normal, low
     check_deferred(page, metrics)
     states = {r.attrs["data-collector"]: r.cells[1].text for r in page.rows("collectors")}
-    assert states == {"postfix_queue": "ok", "postfix_log": "ok"}
-    scan = next(v for labels, v in samples(metrics, "mtaq_queue_last_scan_timestamp_seconds"))
-    assert float(page.rows("freshness")[0].by_class("last-scan").attrs["data-epoch"]) == scan
+    assert states == {"postfix_queue": "ok", "postfix_log": "ok", "exim_queue": "ok", "exim_log": "ok"}
+    scans = {f"queue {labels['mta']}/{labels['mta_instance']}": v
+             for labels, v in samples(metrics, "mtaq_queue_last_scan_timestamp_seconds")}
+    shown = {r.cells[0].text: float(r.by_class("last-scan").attrs["data-epoch"])
+             for r in page.rows("freshness") if r.cells[0].text.startswith("queue ")}
+    assert shown == scans and set(scans) == {"queue postfix/postfix-lab", "queue exim/exim-lab"}
     # The log keeps moving in the demo: the page's count lies between the scrapes around it.
     before = sum(v for _, v in samples(scrape(demo.port), "mtaq_dead_letters_total"))
     page, metrics, _ = render_between_scrapes(demo.port, stable=False)

@@ -16,14 +16,16 @@ import string
 _BASE62 = string.digits + string.ascii_uppercase + string.ascii_lowercase
 _DIGIT = {c: i for i, c in enumerate(_BASE62)}
 ID_LENGTHS = frozenset({16, 23})
+#: Seconds the six base-62 digits of an arrival part can hold.
+_TIME_RANGE = 62**6
 
-
-_ID = re.compile(r"[0-9A-Za-z]{6}-(?:[0-9A-Za-z]{6}-[0-9A-Za-z]{2}|[0-9A-Za-z]{11}-[0-9A-Za-z]{4})")
+#: An id of either format (anchor or delimit it where it is searched for).
+ID_PATTERN = re.compile(r"[0-9A-Za-z]{6}-(?:[0-9A-Za-z]{6}-[0-9A-Za-z]{2}|[0-9A-Za-z]{11}-[0-9A-Za-z]{4})")
 
 
 def is_message_id(token: str) -> bool:
     """Whether ``token`` is an Exim message id of either format."""
-    return len(token) in ID_LENGTHS and _ID.fullmatch(token) is not None
+    return len(token) in ID_LENGTHS and ID_PATTERN.fullmatch(token) is not None
 
 
 def id_time(message_id: str) -> int | None:
@@ -34,6 +36,20 @@ def id_time(message_id: str) -> int | None:
     for c in message_id[:6]:
         value = value * 62 + _DIGIT[c]
     return value
+
+
+def shift_arrival(message_id: str, seconds: int) -> str:
+    """``message_id`` with the arrival second its first six characters encode moved by ``seconds``
+    (around the ``62**6`` seconds they hold): still an id of its format, the rest unchanged."""
+    second = id_time(message_id)
+    if second is None:
+        raise ValueError(f"not an Exim message id: {message_id!r}")
+    second = (second + seconds) % _TIME_RANGE
+    digits = []
+    for _ in range(6):
+        second, digit = divmod(second, 62)
+        digits.append(_BASE62[digit])
+    return "".join(reversed(digits)) + message_id[6:]
 
 
 def subdirectory(message_id: str) -> str:

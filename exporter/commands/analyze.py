@@ -9,9 +9,9 @@ pflogsumm's tables: traffic per hour, delivery per recipient domain and senders 
 count (``exporter/traffic.py``). BSD timestamps have no year: each file's modification time
 places them (now, for standard input). A file without a single line of the format gets a warning.
 
-Large files (32 MB and more) are read on the idle cores (``--jobs``): each process reads every
-file and accounts the messages of its share of queue ids, and their results are put together into
-the report one process would make.
+Large files (32 MB and more) are read on the idle cores (``--jobs``): this process reads the files
+and sends each forked one its share of the lines by queue id; each accounts the messages of its
+share, and their results are put together into the report one process would make.
 
 Postfix and Exim logs are read alike: ``--format exim`` (or ``postfix``) says which MTA wrote them;
 by default the format is the one whose parser reads most of the files' first lines.
@@ -52,23 +52,34 @@ from __future__ import annotations
 
 import contextlib
 import gzip
-import io
 import json
 import multiprocessing
 import os
+import queue
 import sys
+import threading
 import time
 import zlib
 from collections import defaultdict
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from typing import IO, Any, Protocol, TextIO
+from multiprocessing.process import BaseProcess
+from typing import IO, Any, Protocol, TextIO, cast
 
 from collectors.classify import LOCAL, Classifier
 from collectors.delivery_accounting import BOUNCED, DEFERRED, SENT, AccountingSnapshot, merge_parts, merge_snapshots
 from collectors.exim.log_events import EXIM_LOG
-from collectors.log_pipeline import Ignored, LineParser, LogFormat, LogPart, LogProcessor, RoutingParser, Unparsed
+from collectors.log_pipeline import (
+    Ignored,
+    LineParser,
+    LogFormat,
+    LogPart,
+    LogProcessor,
+    LogSplit,
+    RoutingParser,
+    Unparsed,
+)
 from collectors.postfix.log_events import POSTFIX_LOG
 from exporter.commands.flags import add_config_flags, command_parser, load
 from exporter.render import clip, percent, table, when
@@ -83,7 +94,7 @@ _MAX_TRACKED = 2_000_000
 _EDGE_LINES = 20  # lines at each end of a file searched for its first/last timestamp
 #: Below this much data (in all files) one process is quicker than starting more.
 _SPLIT_BYTES = 32 << 20
-#: Each process reads every file itself: beyond a few, reading costs more than the share saves.
+#: One process reads and routes every line for all: beyond a few parts it is what they wait for.
 _MAX_JOBS = 4
 #: The log formats ``--format`` names; ``auto`` picks the one that reads most of the files' first lines.
 FORMATS = {"postfix": POSTFIX_LOG, "exim": EXIM_LOG}
@@ -96,7 +107,7 @@ _EXPECTED = {"postfix": "a Postfix mail log: none of its {n} lines is a Postfix 
                      "'2026-12-01 15:38:36 1xYPwB-0006EL-0J => user@example.com R=... T=...')"}
 
 
-class _FileClock:
+class FileClock:
     """The reference time for year-less timestamps: the mtime of the file being read."""
 
     def __init__(self) -> None:
@@ -120,16 +131,22 @@ def _open(path: str) -> tuple[IO[bytes], IO[bytes] | None]:
 
 
 def _chunks(stream: IO[bytes]) -> Iterator[list[str]]:
-    """Decoded lines, about a megabyte at a time (invalid UTF-8 replaced, never fatal)."""
-    while True:
-        raw_lines = stream.readlines(_CHUNK_BYTES)
-        if not raw_lines:
-            return
-        text = b"".join(raw_lines).decode("utf-8", "replace")
-        lines = text.split("\n")
-        if text.endswith("\n"):
-            lines.pop()
+    """Decoded lines, about a megabyte at a time (invalid UTF-8 replaced, never fatal).
+
+    Read in blocks and cut after the last newline of each: a third cheaper than ``readlines``,
+    which makes an object of every line before they are joined to be decoded at once."""
+    pending: list[bytes] = []  # the start of a line that has not ended yet
+    while block := stream.read(_CHUNK_BYTES):
+        cut = block.rfind(b"\n") + 1
+        if not cut:  # a very long line: joined once when it ends, never copied block by block
+            pending.append(block)
+            continue
+        lines = b"".join((*pending, block[:cut])).decode("utf-8", "replace").split("\n")
+        lines.pop()  # what follows the last newline: nothing
+        pending = [block[cut:]]
         yield lines
+    if any(pending):  # a last line without its newline
+        yield [b"".join(pending).decode("utf-8", "replace")]
 
 
 class _Progress:
@@ -194,18 +211,28 @@ def detect_format(paths: list[str]) -> str:
     return max(scores, key=lambda name: (scores[name], name == "postfix"))
 
 
+class _Sink(Protocol):
+    """Where ``read_logs`` puts each batch of a file's lines."""
+
+    def process_lines(self, source: str, lines: list[str]) -> None:
+        """Account ``lines`` of ``source``."""
+        ...
+
+
 def read_logs(paths: list[str], classifier: Classifier, progress_to: TextIO = sys.stderr,
               traffic: Traffic | None = None, log_format: LogFormat = POSTFIX_LOG,
-              part: LogPart | None = None) -> tuple[LogProcessor, list[dict[str, Any]], list[str]]:
-    """Feed every file (``-``: standard input) to one processor of ``log_format``, its records
-    shown to ``traffic`` too when given; returns the processor, per-file facts and read errors.
-    With ``part``, the processor gets that part's lines only (``read_logs_split``)."""
-    clock = _FileClock()
+              jobs: int = 1) -> tuple[Results, list[dict[str, Any]], list[str]]:
+    """Feed every file (``-``: standard input) to one processor of ``log_format``, or with ``jobs``
+    above 1 to this process and ``jobs - 1`` forked ones by queue id (``SplitAccounting``), the
+    records shown to ``traffic`` too when given; returns the results, per-file facts and read errors."""
+    clock = FileClock()
     edge_parser = log_format.parser(clock)
-    log_format = traffic.observing(log_format) if traffic is not None else log_format
-    log_format = part.format(log_format) if part is not None else log_format
-    processor = LogProcessor(log_format, classifier, clock=clock, max_tracked_messages=_MAX_TRACKED,
-                             serial=part.serial if part is not None else None)
+    sink: LogProcessor | SplitAccounting
+    if jobs > 1:
+        sink = SplitAccounting(log_format, classifier, jobs, clock, traffic)
+    else:
+        observed = traffic.observing(log_format) if traffic is not None else log_format
+        sink = LogProcessor(observed, classifier, clock=clock, max_tracked_messages=_MAX_TRACKED)
     progress = _Progress(progress_to)
     files: list[dict[str, Any]] = []
     errors: list[str] = []
@@ -227,7 +254,7 @@ def read_logs(paths: list[str], classifier: Classifier, progress_to: TextIO = sy
             count = 0
             try:
                 for lines in _chunks(stream):
-                    processor.process_lines(path, part.take(lines) if part is not None else lines)
+                    sink.process_lines(path, lines)
                     count += len(lines)
                     if len(head) < _EDGE_LINES:
                         head += lines[:_EDGE_LINES - len(head)]
@@ -236,12 +263,15 @@ def read_logs(paths: list[str], classifier: Classifier, progress_to: TextIO = sy
                         progress.update(path, raw.tell(), size)
             except (OSError, EOFError) as exc:  # unreadable or corrupt gzip: keep what was read
                 errors.append(f"{path}: {exc}")
-        parsed = processor.line_counts().get(path, {}).get("parsed", 0)
-        files.append({"path": path, "lines": count, "parsed": parsed,
+        files.append({"path": path, "lines": count,
                       "first_timestamp": _edge_timestamp(edge_parser, head),
                       "last_timestamp": _edge_timestamp(edge_parser, tail[::-1])})
     progress.clear()
-    return processor, files, errors
+    results = sink.finish() if isinstance(sink, SplitAccounting) else sink
+    counts = results.line_counts()
+    for facts in files:
+        facts["parsed"] = counts.get(facts["path"], {}).get("parsed", 0)
+    return results, files, errors
 
 
 class Results(Protocol):
@@ -258,7 +288,7 @@ class Results(Protocol):
 
 @dataclass(frozen=True)
 class SplitResults:
-    """The parts of a split read put together (``read_logs_split``)."""
+    """The parts of a split read put together (``SplitAccounting``)."""
 
     counts: dict[str, dict[str, int]]
     merged: dict[str, AccountingSnapshot]
@@ -275,8 +305,9 @@ class SplitResults:
 def jobs_for(paths: list[str], log_format: LogFormat, requested: int = 0) -> int:
     """How many processes read ``paths``: one when the format's parser cannot split a log by queue
     id or standard input is among them; else ``requested``, or for 0 one per idle core (cores
-    less the 1-minute load average), up to four, when the files are large. The parts cost about
-    40% more CPU in all: on cores that other work keeps busy they are slower than one process."""
+    less the 1-minute load average), up to four, when the files are large. Splitting costs about
+    30% more CPU in all (routing every line, passing the parts' shares): on cores that other work
+    keeps busy it is slower than one process."""
     if STDIN in paths or not isinstance(log_format.parser(time.time), RoutingParser):
         return 1
     if requested:
@@ -291,62 +322,139 @@ def jobs_for(paths: list[str], log_format: LogFormat, requested: int = 0) -> int
     return max(1, min(round(idle), _MAX_JOBS))
 
 
-def read_logs_split(paths: list[str], classifier: Classifier, jobs: int, progress_to: TextIO = sys.stderr,
-                    traffic: Traffic | None = None,
-                    log_format: LogFormat = POSTFIX_LOG) -> tuple[SplitResults, list[dict[str, Any]], list[str]]:
-    """``read_logs`` in ``jobs`` processes (no standard input): this one and ``jobs - 1`` forked
-    ones each read every file and account the messages of their share of queue ids (``LogPart``);
-    returns their results put together, the per-file facts and read errors."""
-    # Forked, not spawned: the parts must agree on Python's (per-process) string hash.
-    context = multiprocessing.get_context("fork")
-    children = []
-    for index in range(1, jobs):
-        receiver, sender = context.Pipe(duplex=False)
-        child = context.Process(target=_read_part, args=(sender, index, jobs, paths, classifier,
-                                                          traffic is not None, log_format), daemon=True)
-        child.start()
-        sender.close()
-        children.append((child, receiver))
-    processor, files, errors = read_logs(paths, classifier, progress_to, traffic, log_format, LogPart(0, jobs))
-    parts = [(processor.snapshots(), processor.line_counts())]
-    for child, receiver in children:
+#: Relative shares of queue ids of this process, which also reads, decodes and routes every line,
+#: and of each forked one: 2:3 finished both parts closest together on two cores (1:1 and 1:2 left
+#: one waiting for the other by 0.1 to 0.3 s of 2.3 s on the 1M-line corpus of bench/analyze_bench.py).
+_READER_WEIGHT = 2
+_PART_WEIGHT = 3
+#: Batches queued for a forked part before the reader waits for it (about a megabyte each).
+_QUEUED_BATCHES = 16
+
+
+class SplitAccounting:
+    """A log accounted by this process and ``jobs - 1`` forked ones, split by queue id.
+
+    This process reads the files, routes every line (``LogSplit``), accounts its own share and
+    passes each forked part its share with the lines' places in the log, through a pipe fed by a
+    thread so that reading never waits for a busy part. ``finish()`` collects the parts' results
+    and puts them together into what one processor would have made (``merge_parts``); their
+    traffic tables are added to ``traffic``.
+    """
+
+    def __init__(self, log_format: LogFormat, classifier: Classifier, jobs: int, clock: FileClock,
+                 traffic: Traffic | None = None) -> None:
+        self._clock = clock
+        self._traffic = traffic
+        self._split = LogSplit(cast(RoutingParser, log_format.parser(clock)),
+                               [_READER_WEIGHT, *[_PART_WEIGHT] * (jobs - 1)])
+        observed = traffic.observing(log_format) if traffic is not None else log_format
+        # Forked, not spawned: the parts start at once, with the classification already built.
+        context = multiprocessing.get_context("fork")
+        self._workers: list[_Worker] = []
+        for _ in range(1, jobs):
+            here, there = context.Pipe()
+            child = context.Process(target=_account_part, args=(there, log_format, classifier, traffic is not None),
+                                    daemon=True)
+            child.start()
+            there.close()
+            self._workers.append(_Worker(child, here))
+        self._part = LogPart()
+        self._processor = LogProcessor(self._part.format(observed), classifier, clock=clock,
+                                       max_tracked_messages=_MAX_TRACKED, serial=self._part.serial)
+
+    def process_lines(self, source: str, lines: list[str]) -> None:
+        """Route ``lines`` (the next batch of the log, from ``source``) to their parts and account
+        this process's share."""
+        own, *shares = self._split.split(lines)
+        for worker, (share, places) in zip(self._workers, shares, strict=True):
+            worker.send((source, self._clock.reference, "\n".join(share), places))
+        self._processor.process_lines(source, self._part.feed(*own))
+
+    def finish(self) -> SplitResults:
+        """The parts' results put together; raises RuntimeError when a part failed or died."""
+        parts = [(dict(self._processor.snapshots()), self._processor.line_counts())]
+        failures = []
+        for worker in self._workers:
+            result = worker.result()
+            if isinstance(result, BaseException):
+                failures.append(result)
+                continue
+            snapshots, counts, tables = result
+            parts.append((snapshots, counts))
+            if self._traffic is not None:
+                self._traffic.add(tables)
+        if failures:
+            raise RuntimeError(f"analyze: part of the split read failed: {failures[0]!r}") from failures[0]
+        counts: dict[str, dict[str, int]] = {}
+        for _, part_counts in parts:
+            for source, by_result in part_counts.items():
+                total = counts.setdefault(source, dict.fromkeys(by_result, 0))
+                for result_name, n in by_result.items():
+                    total[result_name] += n
+        names = list(dict.fromkeys(name for snapshots, _ in parts for name in snapshots))
+        merged = {name: merge_parts([snapshots[name] for snapshots, _ in parts if name in snapshots])
+                  for name in names}
+        return SplitResults(counts, merged)
+
+
+class _Worker:
+    """A forked part as its reader sees it: the pipe, and the thread that feeds it from a queue."""
+
+    def __init__(self, process: BaseProcess, connection: Connection) -> None:
+        self._process = process
+        self._connection = connection
+        self._queue: queue.Queue[tuple[str, float, str, list[int]] | None] = queue.Queue(_QUEUED_BATCHES)
+        self._broken: BaseException | None = None
+        self._feeder = threading.Thread(target=self._feed, name="analyze-feed", daemon=True)
+        self._feeder.start()
+
+    def send(self, batch: tuple[str, float, str, list[int]]) -> None:
+        """Queue a batch (source, clock reference, lines joined by newlines, their places)."""
+        self._queue.put(batch)
+
+    def _feed(self) -> None:
+        while True:
+            batch = self._queue.get()
+            if self._broken is None:
+                try:
+                    self._connection.send(batch)
+                except OSError as exc:  # the part died: keep draining so that the reader never blocks
+                    self._broken = exc
+            if batch is None:
+                return
+
+    def result(self) -> tuple[dict[str, AccountingSnapshot], dict[str, dict[str, int]], Any] | BaseException:
+        """The part's (snapshots, line counts, traffic tables) after the last batch, or why there are none."""
+        self._queue.put(None)
+        self._feeder.join()
         try:
-            result = receiver.recv()
-        except EOFError:  # it died without a word: killed, or out of memory
-            child.join()
-            result = RuntimeError(f"the reading process exited with status {child.exitcode}")
-        child.join()
-        if isinstance(result, BaseException):
-            raise RuntimeError(f"analyze: part of the split read failed: {result!r}") from result
-        snapshots, counts, tables = result
-        parts.append((snapshots, counts))
-        if traffic is not None:
-            traffic.add(tables)
-    counts: dict[str, dict[str, int]] = {}
-    for _, part_counts in parts:
-        for source, by_result in part_counts.items():
-            total = counts.setdefault(source, dict.fromkeys(by_result, 0))
-            for result_name, n in by_result.items():
-                total[result_name] += n
-    names = list(dict.fromkeys(name for snapshots, _ in parts for name in snapshots))
-    merged = {name: merge_parts([snapshots[name] for snapshots, _ in parts if name in snapshots]) for name in names}
-    for facts in files:
-        facts["parsed"] = counts.get(facts["path"], {}).get("parsed", 0)
-    return SplitResults(counts, merged), files, errors
+            result = self._connection.recv()
+        except (EOFError, OSError):  # it died without a word: killed, or out of memory
+            self._process.join()
+            result = RuntimeError(f"the reading process exited with status {self._process.exitcode}")
+        self._process.join()
+        return result  # type: ignore[no-any-return]
 
 
-def _read_part(sender: Connection, index: int, jobs: int, paths: list[str], classifier: Classifier,
-               observe: bool, log_format: LogFormat) -> None:
-    """A forked process's part of ``read_logs_split``: its results (or its failure) through ``sender``."""
+def _account_part(connection: Connection, log_format: LogFormat, classifier: Classifier, observe: bool) -> None:
+    """A forked part of ``SplitAccounting``: accounts the batches it is sent until ``None``, then
+    sends back its results (or its failure)."""
     try:
+        clock = FileClock()
         traffic = Traffic() if observe else None
-        processor, _, _ = read_logs(paths, classifier, io.StringIO(), traffic, log_format, LogPart(index, jobs))
-        sender.send((dict(processor.snapshots()), processor.line_counts(),
-                     traffic.tables() if traffic is not None else None))
-    except BaseException as exc:  # the parent must learn of it, not wait for a result forever
-        sender.send(exc)
+        part = LogPart()
+        observed = traffic.observing(log_format) if traffic is not None else log_format
+        processor = LogProcessor(part.format(observed), classifier, clock=clock,
+                                 max_tracked_messages=_MAX_TRACKED, serial=part.serial)
+        while (batch := connection.recv()) is not None:
+            source, clock.reference, text, places = batch
+            processor.process_lines(source, part.feed(text.split("\n") if places else [], places))
+        connection.send((dict(processor.snapshots()), processor.line_counts(),
+                         traffic.tables() if traffic is not None else None))
+    except BaseException as exc:  # the reader must learn of it, not wait for a result forever
+        connection.send(exc)
     finally:
-        sender.close()
+        connection.close()
 
 
 def not_a_mail_log(files: list[dict[str, Any]], log_format: str = "postfix") -> list[str]:
@@ -545,12 +653,8 @@ def main(argv: list[str]) -> int:
     log_format = detect_format(args.logs) if args.format == "auto" else args.format
     classifier = Classifier(load(args, ()))
     jobs = jobs_for(args.logs, FORMATS[log_format], args.jobs)
-    results: Results
-    if jobs > 1:
-        results, files, errors = read_logs_split(args.logs, classifier, jobs, traffic=traffic,
-                                                 log_format=FORMATS[log_format])
-    else:
-        results, files, errors = read_logs(args.logs, classifier, traffic=traffic, log_format=FORMATS[log_format])
+    results, files, errors = read_logs(args.logs, classifier, traffic=traffic, log_format=FORMATS[log_format],
+                                       jobs=jobs)
     for error in errors:
         print(f"mtaq-exporter analyze: cannot read {error}", file=sys.stderr)
     for warning in not_a_mail_log(files, log_format):

@@ -29,7 +29,7 @@ from exporter.registry import FamilyConflictError
 log = logging.getLogger("mtaq")
 
 USAGE = """commands (mtaq-exporter COMMAND --help for each):
-  demo          the agent on bundled real Postfix data
+  demo          the agent on bundled real Postfix and Exim data
   check-config  validate the configuration and exit (0 valid, 2 invalid)
   qshape        queued recipients by age bucket and lane, provider, domain, sender or reason
   analyze       incident report of mail log files

@@ -22,7 +22,8 @@ seconds; a section is null when no collector provides it):
                                  objective: {max_messages, max_oldest_age, critical_oldest_age},
                                  state (ok|warning|critical), trend: [messages per scan],
                                  trend_seconds}]}
-                       (messages, recipients and the oldest message count every queue but hold)
+                       (messages, recipients and the oldest message count every queue but hold;
+                        deferred and held: Postfix's queues of those names, 0 for Exim)
       deferred         [{provider, reason, recipients (deferred queue), deferrals_in_window,
                          sample (last reply of that kind, or null)}]  (largest first, at most 10)
       providers        [{provider, sent, deferred, bounced (attempts since start), hard_bounces,
