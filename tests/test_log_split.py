@@ -13,6 +13,8 @@ import json
 import os
 import re
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -140,8 +142,14 @@ def test_analyze_on_several_processes_prints_the_same_report(tmp_path: Path, cap
     assert several == one
 
 
-def test_analyze_reads_standard_input_in_one_process(tmp_path: Path) -> None:
-    assert analyze.jobs_for(["-"], POSTFIX_LOG, 4) == 1
+def test_analyze_splits_standard_input_only_when_asked(tmp_path: Path) -> None:
+    """Its size is unknown: one process unless --jobs says otherwise; then the report is the same."""
+    assert analyze.jobs_for(["-"], POSTFIX_LOG) == 1
+    assert analyze.jobs_for(["-"], POSTFIX_LOG, 2) == 2
+    log = big_log(tmp_path).read_bytes()
+    one, two = (subprocess.run([sys.executable, "-m", "exporter.cli", "analyze", "--json", "--jobs", jobs, "-"],
+                               input=log, capture_output=True, check=True, timeout=120).stdout for jobs in "12")
+    assert json.loads(one)["dead_letters"]["total"] and one == two
     assert analyze.jobs_for([str(big_log(tmp_path))], POSTFIX_LOG, 4) == 4
     assert analyze.jobs_for([str(DEMO_LOG)], POSTFIX_LOG) == 1  # small files: not worth a second process
 

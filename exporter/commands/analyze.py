@@ -304,14 +304,16 @@ class SplitResults:
 
 def jobs_for(paths: list[str], log_format: LogFormat, requested: int = 0) -> int:
     """How many processes read ``paths``: one when the format's parser cannot split a log by queue
-    id or standard input is among them; else ``requested``, or for 0 one per idle core (cores
-    less the 1-minute load average), up to four, when the files are large. Splitting costs about
+    id; else ``requested``, or for 0 one per idle core (cores less the 1-minute load average), up
+    to four, when the files are large (standard input, whose size is unknown: one). Splitting costs about
     30% more CPU in all (routing every line, passing the parts' shares): on cores that other work
     keeps busy it is slower than one process."""
-    if STDIN in paths or not isinstance(log_format.parser(time.time), RoutingParser):
+    if not isinstance(log_format.parser(time.time), RoutingParser):
         return 1
     if requested:
         return requested
+    if STDIN in paths:
+        return 1
     size = 0
     for path in paths:
         with contextlib.suppress(OSError):
