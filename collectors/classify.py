@@ -89,7 +89,8 @@ class LanesConfig(StrictModel):
     default: str = "normal"
     rules: list[LaneRule] = Field(default_factory=list)
     objectives: dict[str, LaneObjective] = Field(
-        default_factory=dict, description="per lane: max_messages, max_oldest_age, critical_oldest_age")
+        default_factory=dict,
+        description="per lane: max_messages, max_oldest_age, critical_oldest_age, max_first_attempt_wait")
 
     @field_validator("names")
     @classmethod

@@ -68,7 +68,9 @@ LANE_OBJECTIVE_MESSAGES = _g("mtaq_lane_objective_messages",
                              "excluded, above which the backlog alert fires).", "lane", "objective")
 LANE_OBJECTIVE_SECONDS = _g("mtaq_lane_objective_seconds",
                             "Configured objective of a lane in seconds (max_oldest_age: warning, critical_oldest_age: "
-                            "critical limit of the age of its oldest queued message, hold excluded).",
+                            "critical limit of the age of its oldest queued message, hold excluded; "
+                            "max_first_attempt_wait: longest wait for a first delivery attempt while less urgent "
+                            "lanes deliver).",
                             "lane", "objective")
 OBJECTIVES = (LANE_OBJECTIVE_MESSAGES, LANE_OBJECTIVE_SECONDS)
 

@@ -1,13 +1,17 @@
-"""Per-lane objectives: how deep a lane's queue may get and how old its oldest message may be.
+"""Per-lane objectives: how deep a lane's queue may get, how old its oldest message may be, and how
+long its mail may wait for a first delivery attempt while less urgent lanes deliver.
 
 Configured under ``lanes.objectives`` (``LaneObjective`` per lane name) and exported as gauges, so
 the shipped alert rules compare each lane with its own objective (``on (job, instance, lane)``)
 instead of naming lanes. ``high``, ``normal`` and ``low`` have built-in objectives (the limits the
-rules used to hard-code); any other lane without one takes the default lane's. Sample output::
+rules used to hard-code); any other lane without one takes the default lane's. Lanes rank by
+``max_oldest_age``: one that allows older mail is less urgent, which is how the priority-inversion
+alert tells which lanes must not starve which, whatever their names. Sample output::
 
     mtaq_lane_objective_messages{lane="high",objective="max_messages"} 500.0
     mtaq_lane_objective_seconds{lane="high",objective="max_oldest_age"} 900.0
     mtaq_lane_objective_seconds{lane="high",objective="critical_oldest_age"} 3600.0
+    mtaq_lane_objective_seconds{lane="high",objective="max_first_attempt_wait"} 300.0
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from collectors.settings import Duration, StrictModel
 
 #: Objective names: the ``objective`` label value of each exported number.
 MAX_MESSAGES, MAX_OLDEST_AGE, CRITICAL_OLDEST_AGE = "max_messages", "max_oldest_age", "critical_oldest_age"
+MAX_FIRST_ATTEMPT_WAIT = "max_first_attempt_wait"
 
 
 class LaneObjective(StrictModel):
@@ -32,11 +37,14 @@ class LaneObjective(StrictModel):
     max_oldest_age: Duration | None = Field(default=None, description="oldest message age above which a warning fires")
     critical_oldest_age: Duration | None = Field(default=None,
                                                  description="oldest message age above which a critical alert fires")
+    max_first_attempt_wait: Duration | None = Field(
+        default=None, description="how long a message may wait for its first delivery attempt while a lane with a "
+                                  "longer max_oldest_age keeps delivering (priority inversion); unset: not checked")
 
 
 #: Built-in objectives of the default lanes (the thresholds of rules/mtaq.rules.yml before objectives).
 BUILTIN: dict[str, LaneObjective] = {
-    "high": LaneObjective(max_messages=500, max_oldest_age=900, critical_oldest_age=3600),
+    "high": LaneObjective(max_messages=500, max_oldest_age=900, critical_oldest_age=3600, max_first_attempt_wait=300),
     "normal": LaneObjective(max_messages=5000, max_oldest_age=3600, critical_oldest_age=21600),
     "low": LaneObjective(max_messages=20000, max_oldest_age=21600, critical_oldest_age=86400),
 }
@@ -66,12 +74,14 @@ def resolve(names: Sequence[str], default: str, configured: Mapping[str, LaneObj
 
 
 def objective_families(objectives: Mapping[str, LaneObjective]) -> Iterator[Metric]:
-    """The two objective families, one series per lane and objective."""
+    """The two objective families, one series per lane and objective that is set."""
     messages, seconds = F.LANE_OBJECTIVE_MESSAGES.new(), F.LANE_OBJECTIVE_SECONDS.new()
     for lane, objective in objectives.items():
         messages.add_metric([lane, MAX_MESSAGES], objective.max_messages)
         seconds.add_metric([lane, MAX_OLDEST_AGE], objective.max_oldest_age)
         seconds.add_metric([lane, CRITICAL_OLDEST_AGE], objective.critical_oldest_age)
+        if objective.max_first_attempt_wait is not None:
+            seconds.add_metric([lane, MAX_FIRST_ATTEMPT_WAIT], objective.max_first_attempt_wait)
     yield messages
     yield seconds
 

@@ -6,6 +6,7 @@ import re
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Callable
@@ -90,14 +91,36 @@ def mta_labels(name: str, labels: dict[str, str], mta: str = "postfix", instance
 
 class AgentProcess:
     """``mtaq-exporter`` in a process of its own on a free loopback port, for tests that need its
-    exit status, its output or its memory; ``stop()`` sends SIGTERM and returns the exit status."""
+    exit status, its output or its memory; ``stop()`` sends SIGTERM and returns the exit status.
+
+    Its output is read all along by a thread (``output``, ``wait_for_line``): an agent logging at
+    debug level would otherwise fill the pipe and block on its next log line."""
 
     def __init__(self, *args: str, env: dict[str, str] | None = None, port: int | None = None) -> None:
         self.port = port or free_port()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "exporter.cli", *args, "--web.listen-address", f"127.0.0.1:{self.port}"],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-        self.output = ""
+        self._lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, name="agent-output", daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._lines.append(line)
+
+    @property
+    def output(self) -> str:
+        """What the agent printed so far (all of it once it has exited)."""
+        return "".join(self._lines)
+
+    def wait_for_line(self, pattern: str, timeout: float = 30) -> re.Match[str]:
+        """The first match of ``pattern`` in a line the agent printed, waiting for it."""
+        def found() -> re.Match[str] | None:
+            return next((m for line in list(self._lines) if (m := re.search(pattern, line))), None)
+
+        return wait_until(found, timeout, f"the agent to print {pattern!r}", interval=0.05)
 
     def url(self, path: str = "/") -> str:
         return f"http://127.0.0.1:{self.port}{path}"
@@ -106,7 +129,8 @@ class AgentProcess:
         """Wait until the agent answers ``/healthz``."""
         def answers() -> bool:
             if self.proc.poll() is not None:
-                raise AssertionError(f"the agent exited {self.proc.returncode}: {self.proc.communicate()[0]}")
+                self._reader.join(10)
+                raise AssertionError(f"the agent exited {self.proc.returncode}: {self.output}")
             try:
                 with urllib.request.urlopen(self.url("/healthz"), timeout=2):
                     return True
@@ -122,10 +146,11 @@ class AgentProcess:
         return int(status.split("VmRSS:")[1].split()[0]) / 1024
 
     def stop(self, timeout: float = 10) -> int:
-        """SIGTERM, then the exit status (output kept in ``output``)."""
+        """SIGTERM, then the exit status (all output in ``output``)."""
         if self.proc.poll() is None:
             self.proc.terminate()
-        self.output = self.proc.communicate(timeout=timeout)[0]
+        self.proc.wait(timeout)
+        self._reader.join(timeout)
         return self.proc.returncode
 
     def __enter__(self) -> AgentProcess:
@@ -135,10 +160,11 @@ class AgentProcess:
         if self.proc.poll() is None:  # SIGTERM first: the agent (and the demo's temporary files) end cleanly
             self.proc.terminate()
             try:
-                self.proc.communicate(timeout=10)
+                self.proc.wait(10)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
-                self.proc.communicate()
+                self.proc.wait()
+        self._reader.join(10)
 
 
 class FakeTailer:

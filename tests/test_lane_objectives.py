@@ -17,27 +17,30 @@ from tests.helpers import scrape
 
 ROOT = Path(__file__).resolve().parent.parent
 CUSTOM = {"names": ["otp", "receipts", "newsletters"], "default": "receipts",
-          "objectives": {"otp": {"max_messages": 100, "max_oldest_age": "5m", "critical_oldest_age": "15m"},
+          "objectives": {"otp": {"max_messages": 100, "max_oldest_age": "5m", "critical_oldest_age": "15m",
+                                 "max_first_attempt_wait": "2m"},
                          "newsletters": {"max_oldest_age": "12h", "critical_oldest_age": "2d"}}}
 
 
 def test_the_defaults_are_the_thresholds_the_rules_used_to_hard_code() -> None:
     assert load_config(None, environ={}).lanes.resolved_objectives() == {
-        "high": LaneObjective(max_messages=500, max_oldest_age=900, critical_oldest_age=3600),
+        "high": LaneObjective(max_messages=500, max_oldest_age=900, critical_oldest_age=3600,
+                              max_first_attempt_wait=300),
         "normal": LaneObjective(max_messages=5000, max_oldest_age=3600, critical_oldest_age=21600),
         "low": LaneObjective(max_messages=20000, max_oldest_age=21600, critical_oldest_age=86400)}
 
 
 def test_custom_lanes_fall_back_to_the_default_lane() -> None:
     objectives = load_config(None, environ={}, overrides={"lanes": CUSTOM}).lanes.resolved_objectives()
-    assert objectives["otp"] == LaneObjective(max_messages=100, max_oldest_age=300, critical_oldest_age=900)
+    assert objectives["otp"] == LaneObjective(max_messages=100, max_oldest_age=300, critical_oldest_age=900,
+                                              max_first_attempt_wait=120)
     assert objectives["receipts"] == BUILTIN["normal"]  # the default lane, itself without objectives
     # A key left out comes from the default lane's.
     assert objectives["newsletters"] == LaneObjective(max_messages=5000, max_oldest_age=43200,
                                                       critical_oldest_age=172800)
     # A built-in lane keeps its own built-in values for the keys left out.
     assert resolve(["high", "normal"], "normal", {"high": LaneObjective(max_messages=50)})["high"] == \
-        LaneObjective(max_messages=50, max_oldest_age=900, critical_oldest_age=3600)
+        LaneObjective(max_messages=50, max_oldest_age=900, critical_oldest_age=3600, max_first_attempt_wait=300)
 
 
 @pytest.mark.parametrize(("objectives", "problem"), [
@@ -67,9 +70,11 @@ def test_the_agent_exports_every_lanes_objectives() -> None:
                 if name in ("mtaq_lane_objective_messages", "mtaq_lane_objective_seconds")}
     expected = {}
     for lane, objective in config.lanes.resolved_objectives().items():
-        expected.update({(lane, key): float(value) for key, value in objective.model_dump().items()})
+        expected.update({(lane, key): float(value) for key, value in objective.model_dump().items()
+                         if value is not None})  # an unset first-attempt wait: no series
     assert exported == expected
     assert exported[("otp", "max_oldest_age")] == 300 and exported[("receipts", "max_messages")] == 5000
+    assert exported[("otp", "max_first_attempt_wait")] == 120 and ("receipts", "max_first_attempt_wait") not in exported
 
 
 def test_check_config_prints_each_lanes_objectives(tmp_path: Path) -> None:
@@ -79,6 +84,7 @@ def test_check_config_prints_each_lanes_objectives(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[-3:] == [
-        "  lane otp: at most 100 messages queued, oldest message warning after 5.0m, critical after 15.0m",
+        "  lane otp: at most 100 messages queued, oldest message warning after 5.0m, critical after 15.0m, "
+        "first attempt within 2.0m while less urgent lanes deliver",
         "  lane receipts: at most 5000 messages queued, oldest message warning after 1.0h, critical after 6.0h",
         "  lane newsletters: at most 5000 messages queued, oldest message warning after 12.0h, critical after 2.0d"]

@@ -1,7 +1,6 @@
 """qshape command on the captured real queue listing, and on the demo's queues."""
 
 import json
-import re
 import subprocess
 import sys
 from collections import Counter
@@ -120,8 +119,7 @@ def test_the_demo_queue_and_qshape_on_its_listing_agree(tmp_path: Path, mta: str
     on it agrees with /metrics: recipients per lane, and the bucket of each lane's oldest message
     (qshape leaves out hold and frozen by default, so they are left out here too)."""
     with AgentProcess("demo") as demo:
-        assert demo.proc.stdout is not None
-        listing = next(m.group(1) for line in demo.proc.stdout if (m := re.search(logged, line)))
+        listing = demo.wait_for_line(logged).group(1)
         demo.wait_ready()
         metrics = scrape(demo.port)
         lanes = tmp_path / "demo-lanes.yml"  # the demo's lane rules, for qshape to classify as the demo does

@@ -44,6 +44,8 @@ def main(argv: list[str]) -> int:
         for source in collector.sources():
             print(f"  {collector.id}: {source}")
     for lane, objective in config.lanes.resolved_objectives().items():
+        wait = objective.max_first_attempt_wait
         print(f"  lane {lane}: at most {objective.max_messages} messages queued, oldest message warning after "
-              f"{age(objective.max_oldest_age)}, critical after {age(objective.critical_oldest_age)}")
+              f"{age(objective.max_oldest_age)}, critical after {age(objective.critical_oldest_age)}"
+              + (f", first attempt within {age(wait)} while less urgent lanes deliver" if wait is not None else ""))
     return 0

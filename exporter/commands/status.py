@@ -19,7 +19,8 @@ seconds; a section is null when no collector provides it):
       queue            {instances: [{mta, instance, up, last_scan, scan_duration_seconds, source}],
                         lanes: [{mta, instance, lane, messages, recipients, deferred, held,
                                  oldest_arrival, oldest_age_seconds,
-                                 objective: {max_messages, max_oldest_age, critical_oldest_age},
+                                 objective: {max_messages, max_oldest_age, critical_oldest_age,
+                                             max_first_attempt_wait (null: not set)},
                                  state (ok|warning|critical), trend: [messages per scan],
                                  trend_seconds}]}
                        (messages, recipients and the oldest message count every queue but hold;
