@@ -15,15 +15,15 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 from pydantic import Field, field_validator, model_validator
 
 from collectors.command import CommandError, run, stream
 from collectors.deadline import Deadline
 from collectors.exim.queue_listing import decode_bp
-from collectors.exim.spool import read_spool
-from collectors.queue_model import QueueMessage
+from collectors.exim.spool import Found, Known, spool_changes, update_ledger
+from collectors.queue_model import QueueLedger, QueueMessage
 from collectors.settings import Duration, InstanceName, StrictModel
 
 log = logging.getLogger("mtaq.exim")
@@ -101,14 +101,18 @@ class EximSection(StrictModel):
 
 
 class EximQueueReader:
-    """Reads one instance's queue (a ``QueueReader``): the spool, or ``exim -bp`` when the spool
-    is not readable for lack of permission. The spool directory is resolved once, here."""
+    """Reads one instance's queue (an ``IncrementalQueueReader``): the spool, or ``exim -bp`` when
+    the spool is not readable for lack of permission. The spool directory is resolved once, here."""
 
     def __init__(self, instance: EximInstance) -> None:
         self.instance = instance
         self.name = instance.name
         self.spool_directory = instance.spool_directory or self._discover()
         self.source_info = ("spool", self.spool_directory)
+        # What the last scan found, so that the next reads only what changed (see ``spool.py``).
+        self._known: dict[str, Known] = {}
+        self._ledger: QueueLedger | None = None
+        self.last_read = 0  # messages the last complete scan read (the others were unchanged)
 
     def _discover(self) -> str:
         try:
@@ -129,17 +133,34 @@ class EximQueueReader:
         return f"spool {self.spool_directory} (fallback: {' '.join(self.instance.command('-bp'))})"
 
     def read(self, deadline: Deadline) -> Iterator[QueueMessage]:
-        """The spool, else (permission denied) ``exim -bp``; errors name both attempts."""
+        """Every message, each read afresh."""
+        return (message for *_, message in self._found(deadline, {}) if message is not None)
+
+    def scan(self, deadline: Deadline, ledger: QueueLedger) -> None:
+        """Bring ``ledger`` up to date, reading only the messages whose spool files changed since
+        the last scan (every message when the listing stands in for the spool)."""
+        if ledger is not self._ledger:  # a new ledger starts from nothing
+            self._known.clear()
+            self._ledger = ledger
+        self.last_read = update_ledger(self._found(deadline, self._known), self._known, ledger)
+
+    def close(self) -> None:
+        """Nothing runs between scans; what the last one found stays for the next."""
+
+    def _found(self, deadline: Deadline, known: Mapping[str, Known]) -> Iterator[Found]:
+        """The spool's messages (without a record when as ``known`` has them), else (permission
+        denied) ``exim -bp``'s; errors name both attempts."""
         try:
-            messages = read_spool(self.spool_directory, deadline)
+            found = spool_changes(self.spool_directory, deadline, known)
         except PermissionError as spool_error:
             command = self.instance.command("-bp")
             self.source_info = ("exim_bp", " ".join(command))
             try:
-                yield from decode_bp(stream(command, deadline), time.time())
+                for message in decode_bp(stream(command, deadline), time.time()):
+                    yield message.queue_id, None, None, message
             except (OSError, ValueError) as fallback_error:
                 raise OSError(f"spool {self.spool_directory}: {spool_error.strerror}; fallback {' '.join(command)}: "
                               f"{fallback_error}") from None
             return
         self.source_info = ("spool", self.spool_directory)
-        yield from messages
+        yield from found

@@ -16,19 +16,26 @@ Per message (Exim spec, "Format of spool files"; ``src/spool_in.c``):
 The Exim manual says spool files are "not intended as an interface to other programs"; the
 format has been stable since Exim 4 and ``exim -bp`` is the fallback when it cannot be read.
 Parsing is pure (bytes in, a record or ``SpoolFormatError`` out); ``read_spool`` does the I/O.
+
+The queue collector scans incrementally (``spool_changes`` and ``update_ledger``): Exim writes a
+new -H file (a new inode, renamed over the old) whenever a delivery attempt changes it, and
+appends to the message log, so a message whose -H file and message log are as the last scan
+found them keeps its contribution to the totals unread; one with a -J journal (an attempt in
+progress) is always read.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator
+import struct
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 from collectors.deadline import Deadline
 from collectors.exim.log_parse import DEFERRED, Delivery, EximLineParser, parse_outcome
 from collectors.exim.message_id import ID_LENGTHS, is_message_id
-from collectors.queue_model import QueueMessage, QueueRecipient
+from collectors.queue_model import QueueLedger, QueueMessage, QueueRecipient
 
 QUEUED, FROZEN = "queued", "frozen"
 EXIM_QUEUES = (QUEUED, FROZEN)
@@ -270,20 +277,82 @@ def _read(path: str) -> bytes | None:
         os.close(fd)
 
 
+#: A file's (inode, mtime in ns, size), packed: what changes when Exim rewrites or appends to it.
+_IDENTITY = struct.Struct("=QqQ")
+
+
+def _identity(path: str) -> bytes:
+    """The identity of the file at ``path``; empty when there is none."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return b""
+    return _IDENTITY.pack(st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+@dataclass(slots=True)
+class Known:
+    """A message as the last scan left it: the identity of its -H file (None: read it again next
+    time) and of its message log (None: the record does not depend on it), and what it contributes
+    to the ledger."""
+
+    header: bytes | None
+    msglog: bytes | None
+    contribution: bytes
+    queue: str
+
+
+#: A message a scan found: its id, the identities its record was read from (as in ``Known``), and
+#: the record (None: unchanged since the last scan).
+Found = tuple[str, bytes | None, bytes | None, QueueMessage | None]
+
+
 def read_spool(spool_directory: str, deadline: Deadline) -> Iterator[QueueMessage]:
     """Every message in the spool, within ``deadline`` (``ReadTimeout`` when it passes).
 
     ``input/`` is listed at once, so that ``OSError`` (the agent is not in the Exim group: the
     caller may fall back to ``exim -bp``) comes before any message. A -H file that cannot be parsed
-    comes out as a message with a non-finite arrival, which the queue collector leaves out of the
-    totals and counts (``reason="bad_value"``); one that disappears while the scan runs was
-    delivered meanwhile and is left out, as ``exim -bp`` does.
+    comes out as a message with a non-finite arrival, which is left out of the totals and counted;
+    one that disappears while the scan runs was delivered meanwhile and is left out, as
+    ``exim -bp`` does.
     """
+    return (message for *_, message in spool_changes(spool_directory, deadline, {}) if message is not None)
+
+
+def spool_changes(spool_directory: str, deadline: Deadline, known: Mapping[str, Known]) -> Iterator[Found]:
+    """Every message in the spool as ``read_spool`` finds it, except that one whose files are as
+    ``known`` has them comes without a record (``input/`` is listed at once, as there)."""
     input_dir = os.path.join(spool_directory, "input")
-    return _scan(input_dir, os.listdir(input_dir), os.path.join(spool_directory, "msglog"), deadline)
+    return _scan(input_dir, os.listdir(input_dir), os.path.join(spool_directory, "msglog"), deadline, known)
 
 
-def _scan(input_dir: str, top: list[str], msglog_dir: str, deadline: Deadline) -> Iterator[QueueMessage]:
+def update_ledger(found: Iterable[Found], known: dict[str, Known], ledger: QueueLedger) -> int:
+    """Apply a complete scan (``found``) to ``ledger``, and remember it in ``known``: a message read
+    anew replaces its old contribution, a message not found leaves. Returns how many were read.
+    When the scan is cut short (``found`` raises), ``ledger`` and ``known`` still agree; messages
+    not reached keep their contributions until a scan completes."""
+    seen: set[str] = set()
+    read = 0
+    for message_id, header, msglog, message in found:
+        seen.add(message_id)
+        if message is None:
+            continue
+        read += 1
+        old = known.pop(message_id, None)
+        if old is not None:
+            ledger.remove(old.contribution, old.queue, False)
+        # An unparsable -H file (or a listing's spool error): counted as malformed, left out of the totals.
+        contribution = ledger.encode(message if math.isfinite(message.arrival) else None)
+        ledger.add(contribution, message.queue, False)
+        known[message_id] = Known(header, msglog, contribution, message.queue)
+    for message_id in known.keys() - seen:
+        old = known.pop(message_id)
+        ledger.remove(old.contribution, old.queue, False)
+    return read
+
+
+def _scan(input_dir: str, top: list[str], msglog_dir: str, deadline: Deadline,
+          known: Mapping[str, Known]) -> Iterator[Found]:
     parser = EximLineParser()
     seen = 0
     for directory, entries in _directories(input_dir, top):
@@ -296,19 +365,32 @@ def _scan(input_dir: str, top: list[str], msglog_dir: str, deadline: Deadline) -
             if seen % CHECK_EVERY == 0:
                 deadline.check()
             message_id = entry[:-2]
+            msglog = f"{msglog_dir}/{entry[5]}/{message_id}" if split else f"{msglog_dir}/{message_id}"
+            header_identity = _identity(f"{directory}/{entry}")
+            if not header_identity:
+                continue  # delivered meanwhile
+            # The record of a message with an attempt in progress holds the journal's state, not the -H file's.
+            trusted = None if f"{message_id}-J" in names else header_identity
+            last = known.get(message_id)
+            if (last is not None and trusted is not None and last.header == trusted
+                    and (last.msglog is None or last.msglog == _identity(msglog))):
+                yield message_id, last.header, last.msglog, None
+                continue
             data = _read(f"{directory}/{entry}")
             if data is None:
                 continue
             try:
                 header = parse_header(data, message_id)
             except SpoolFormatError:
-                yield QueueMessage(QUEUED, message_id, math.nan, 0, "", ())
+                yield message_id, trusted, None, QueueMessage(QUEUED, message_id, math.nan, 0, "", ())
                 continue
-            yield _message(header, directory, names, f"{msglog_dir}/{entry[5]}" if split else msglog_dir, parser)
+            # The message log's identity before it is read: a line appended meanwhile makes the next scan read it again.
+            log_identity = _identity(msglog) if header.attempted and not header.frozen else None
+            yield message_id, trusted, log_identity, _message(header, directory, names, msglog, parser)
     deadline.check()
 
 
-def _message(header: SpoolHeader, directory: str, names: set[str], msglog_dir: str,
+def _message(header: SpoolHeader, directory: str, names: set[str], msglog: str,
              parser: EximLineParser) -> QueueMessage:
     """The queue record of one parsed -H file: undelivered recipients with their defer reasons."""
     message_id = header.message_id
@@ -323,9 +405,9 @@ def _message(header: SpoolHeader, directory: str, names: set[str], msglog_dir: s
         data_size = None
     reasons: dict[str, str] = {}
     if header.attempted and not header.frozen:
-        msglog = _read(f"{msglog_dir}/{message_id}")
-        if msglog:
-            reasons = defer_reasons(msglog, parser)
+        log_data = _read(msglog)
+        if log_data:
+            reasons = defer_reasons(log_data, parser)
     return QueueMessage(
         FROZEN if header.frozen else QUEUED, message_id, header.arrival, message_size(header, data_size),
         header.sender,
