@@ -207,6 +207,34 @@ def test_a_retry_timeout_is_a_dead_letter_with_the_last_deferral() -> None:
     assert (letter.qid, letter.sender, letter.attempts) == ("1jmFYj-00039V-QX", "noreply@test.corp", 1)
 
 
+#: Captured from the Exim 4.96 lab (``tests/lab/exim.py``) with ``delay_warning = 20s`` and
+#: ``log_selector = … +subject``, 2026-12-01: a deferred message, then the delay warning Exim sent its sender.
+DELAY_WARNING_LOG = [
+    '2026-12-01 18:32:52.934 +0000 [18377] 1xYSeq-0004mP-2z <= ops@alerts.example.com H=([127.0.0.1]) '
+    '[127.0.0.1] P=esmtp S=390 T="order 1234"',
+    "2026-12-01 18:33:22.930 +0000 [19320] 1xYSeq-0004mP-2z == late@gmail.com R=to_provider T=remote_smtp "
+    "defer (-44) H=127.0.0.3 [127.0.0.3]:33579 DT=0.000s: SMTP error from remote mail server after RCPT "
+    "TO:<late@gmail.com>: 421-4.7.28 [127.0.0.1] Our system has detected an unusual rate of\\n421-4.7.28 "
+    "unsolicited mail originating from your IP address. To protect our\\n421-4.7.28 users from spam, mail "
+    "sent from your IP address has been temporarily\\n421 4.7.28 rate limited. "
+    "https://support.google.com/mail/answer/81126 - gsmtp",
+    '2026-12-01 18:33:22.936 +0000 [19323] 1xYSfK-00051f-31 <= <> R=1xYSeq-0004mP-2z U=Debian-exim P=local '
+    'S=2706 T="Warning: message 1xYSeq-0004mP-2z delayed 0 minutes"',
+    '2026-12-01 18:33:22.987 +0000 [19324] 1xYSfK-00051f-31 => ops@alerts.example.com R=to_provider '
+    'T=remote_smtp H=127.0.0.1 [127.0.0.1]:33579 C="250 2.0.0 Ok: queued" QT=0.052s DT=0.045s',
+    "2026-12-01 18:33:22.988 +0000 [19324] 1xYSfK-00051f-31 Completed QT=0.052s",
+]
+
+
+def test_a_delay_warning_is_told_by_its_logged_subject() -> None:
+    snap = merge_snapshots(account(DELAY_WARNING_LOG).accounts.snapshots().values())
+    assert snap.notifications == {("delay",): 1}
+    assert snap.messages_received == {("normal",): 1}  # the warning is no received mail
+    without_subject = [line.partition(' T="Warning')[0] if "<= <>" in line else line for line in DELAY_WARNING_LOG]
+    snap = merge_snapshots(account(without_subject).accounts.snapshots().values())
+    assert snap.notifications == {("other",): 1}  # the default selectors do not say what it is
+
+
 def test_a_frozen_message_that_times_out_is_a_dead_letter_and_an_admin_cancel_a_forced_one() -> None:
     snap = merge_snapshots(account([
         f"2026-12-01 15:00:00 {ID} <= a@shop.example S=10",

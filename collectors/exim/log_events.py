@@ -5,7 +5,8 @@ each record means to the shared accounting (``collectors/delivery_accounting.py`
 
 - ``<=`` (and ``(=``): mail from outside is ``submitted`` and ``received``; a message Exim made
   itself (null sender and ``R=<id>``: a bounce or a warning about message ``<id>``) is a
-  ``notification``, ``non_delivery`` when that message just had a failure, else ``other`` (the
+  ``notification``: ``delay`` when its logged subject is Exim's delay warning (``+subject``),
+  ``non_delivery`` when that message just had a failure, else ``other`` (without the subject the
   line does not say whether it is a delay warning or a success DSN);
 - ``=>`` ``->`` ``>>``: ``sent``; ``==``: ``deferred`` (Exim's own deferrals, ``retry time not
   reached``, ``domain is held``, ``concurrency limit reached for transport``, fall into the
@@ -54,7 +55,8 @@ class EximEvents:
         """A message entered the spool: from outside, or made by Exim about another message."""
         accounting = self._account(record.instance)
         if record.reference is not None and not record.sender:
-            kind = "non_delivery" if record.reference in self._failed else OTHER
+            kind = ("delay" if record.delay_warning else
+                    "non_delivery" if record.reference in self._failed else OTHER)
             accounting.notification(record.qid, kind, record.timestamp, record.instance)
             return
         accounting.submitted(record.qid, record.timestamp, record.instance)

@@ -59,7 +59,9 @@ _UNIT_SECONDS = {"w": 604800.0, "d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
 @dataclass(frozen=True, slots=True)
 class Arrival:
     """``<=``: a message entered the spool; ``reference`` (``R=``) names the message a bounce or
-    warning Exim made itself is about; ``fake_reject`` for ``(=``."""
+    warning Exim made itself is about; ``delay_warning``: it is a delay warning by its subject
+    (Exim's default ``T="Warning: message <id> delayed …"``, logged with ``+subject``);
+    ``fake_reject`` for ``(=``."""
 
     timestamp: float | None
     instance: str | None
@@ -67,6 +69,7 @@ class Arrival:
     sender: str
     size: int | None
     reference: str | None
+    delay_warning: bool
     fake_reject: bool
 
 
@@ -259,7 +262,8 @@ def _arrival(body: str, timestamp: float | None, instance: str | None, qid: str,
     reference = _field(rest, "R")
     if reference is not None and not is_message_id(reference):
         reference = None
-    return Arrival(timestamp, instance, qid, sender, size, reference, fake)
+    warning = reference is not None and not sender and f' T="Warning: message {reference} delayed ' in rest
+    return Arrival(timestamp, instance, qid, sender, size, reference, warning, fake)
 
 
 class EximLineParser:

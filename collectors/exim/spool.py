@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 import os
 import struct
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 from collectors.deadline import Deadline
@@ -226,19 +226,24 @@ def parse_header(data: bytes, message_id: str) -> SpoolHeader:
                        tuple(recipients), delivered, _header_bytes(data, pos))
 
 
-def defer_reasons(msglog: bytes, parser: EximLineParser) -> dict[str, str]:
-    """Each recipient's last defer reason in a message log: its lines are main log lines without
-    the ``==`` flag (``<time> <address> R=… T=… defer (<errno>) …: <why>``)."""
+def defer_reasons(msglog: bytes, parser: EximLineParser, recipients: Collection[str]) -> dict[str, str]:
+    """The last defer reason of each of ``recipients`` that has one in a message log: its lines are
+    main log lines without the ``==`` flag (``<time> <address> R=… T=… defer (<errno>) …: <why>``).
+    The log is read from its end, and no further once every recipient has its reason."""
     reasons: dict[str, str] = {}
-    for raw in msglog.split(b"\n"):
+    wanted = len(recipients)
+    for raw in reversed(msglog.split(b"\n")):
         if b" defer (" not in raw:
             continue
         envelope = parser.envelope(raw.decode("utf-8", "replace"))
         if type(envelope) is not tuple:
             continue
         outcome = parse_outcome(envelope[1], "==", DEFERRED, None, None, "")
-        if isinstance(outcome, Delivery) and outcome.text:
+        if (isinstance(outcome, Delivery) and outcome.text and outcome.address not in reasons
+                and outcome.address in recipients):
             reasons[outcome.address] = outcome.text
+            if len(reasons) == wanted:
+                break
     return reasons
 
 
@@ -403,12 +408,12 @@ def _message(header: SpoolHeader, directory: str, names: set[str], msglog: str,
         data_size: int | None = os.stat(f"{directory}/{message_id}-D").st_size
     except FileNotFoundError:
         data_size = None
+    waiting = [r for r in header.recipients if r not in delivered]
     reasons: dict[str, str] = {}
-    if header.attempted and not header.frozen:
+    if header.attempted and not header.frozen and waiting:
         log_data = _read(msglog)
         if log_data:
-            reasons = defer_reasons(log_data, parser)
+            reasons = defer_reasons(log_data, parser, set(waiting))
     return QueueMessage(
         FROZEN if header.frozen else QUEUED, message_id, header.arrival, message_size(header, data_size),
-        header.sender,
-        tuple(QueueRecipient(r, reasons.get(r, "")) for r in header.recipients if r not in delivered))
+        header.sender, tuple(QueueRecipient(r, reasons.get(r, "")) for r in waiting))
