@@ -32,6 +32,8 @@ PROVIDERS = Classifier().provider_names
 class Recording:
     """An executor that records what it is asked to do (Postfix itself is tested in the lab)."""
 
+    remote = False
+
     def __init__(self, fail: bool = False) -> None:
         self.calls: list[tuple[str, str]] = []
         self.fail = fail
@@ -69,9 +71,11 @@ def alert(provider: str = "google", firing: bool = True, fingerprint: str = "f1"
                                                "instance": "mta-1:10154", "action": "throttle", **labels})
 
 
-def settle(built: ActionEngine) -> None:
-    """Wait for the worker to finish what was submitted."""
-    built._worker.submit(lambda: None).result(10)
+def settle(built: ActionEngine, remote: bool | None = None) -> None:
+    """Wait for the workers (or the one for ``remote`` executors, or the other) to finish what was submitted."""
+    for kind, worker in built._workers.items():
+        if remote is None or kind == remote:
+            worker.submit(lambda: None).result(10)
 
 
 @pytest.fixture

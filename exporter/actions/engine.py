@@ -2,8 +2,9 @@
 
 Alerts arrive from Alertmanager's webhook or from polling its API (``pull``); both go through
 ``handle()``, which decides at once and answers with one decision per alert. Execution (``postconf``
-and a reload, an HTTP call) runs later on one worker thread, so a webhook never waits for
-Postfix and two changes never interleave.
+and a reload) runs later on one worker thread, so a webhook never waits for the MTA and two
+changes never interleave; calls to other systems (``http``) run on a second one, so a slow
+endpoint never delays a throttle.
 
 Rules of the game:
 
@@ -79,7 +80,7 @@ class Active:
 
 
 class ActionEngine(BaseCollector):
-    """Decides on alerts, runs executors on a worker thread, keeps state, renders its metrics."""
+    """Decides on alerts, runs executors on worker threads, keeps state, renders its metrics."""
 
     def __init__(self, section: ActionsSection, executors: Mapping[str, Executor], *, providers: Sequence[str],
                  instances: Sequence[str], clock: Clock = time.time,
@@ -95,7 +96,9 @@ class ActionEngine(BaseCollector):
         self._history: deque[dict[str, Any]] = deque(maxlen=HISTORY)
         self._counts: dict[tuple[str, str, str], int] = {}
         self._lock = threading.RLock()
-        self._worker = ThreadPoolExecutor(1, thread_name_prefix="actions")
+        # By the executors' ``remote``: the MTA's changes one at a time, calls elsewhere apart.
+        self._workers = {remote: ThreadPoolExecutor(1, thread_name_prefix="actions-remote" if remote else "actions")
+                         for remote in (False, True)}
         self._token = section.webhook.token() if section.webhook.enabled else None
         self.puller = AlertmanagerPuller(section.pull, self.handle, pull_transport) if section.pull.url else None
         # Failures of the pull job and of state writes, reported by every tick until they clear
@@ -160,8 +163,9 @@ class ActionEngine(BaseCollector):
                 self._submit_apply(active, reapply=True)
 
     def stop(self) -> None:
-        """Finish what the worker is doing; actions stay in force (the state file keeps them)."""
-        self._worker.shutdown(wait=True, cancel_futures=False)
+        """Finish what the workers are doing; actions stay in force (the state file keeps them)."""
+        for worker in self._workers.values():
+            worker.shutdown(wait=True, cancel_futures=False)
 
     def refresh(self) -> None:
         """The tick: end what is due, run coalesced reloads."""
@@ -280,10 +284,10 @@ class ActionEngine(BaseCollector):
     # -- executing ------------------------------------------------------------------------------
 
     def _submit_apply(self, active: Active, reapply: bool = False) -> None:
-        self._worker.submit(self._apply, active, reapply)
+        self._workers[self.executors[active.action].remote].submit(self._apply, active, reapply)
 
     def _submit_restore(self, active: Active, why: str) -> None:
-        self._worker.submit(self._restore, active, why)
+        self._workers[self.executors[active.action].remote].submit(self._restore, active, why)
 
     def _apply(self, active: Active, reapply: bool) -> None:
         executor = self.executors[active.action]

@@ -52,7 +52,10 @@ def transport_of(provider: str) -> str:
 
 
 class Executor(Protocol):
-    """Applies and restores one kind of action."""
+    """Applies and restores one kind of action. ``remote``: it calls another system, so it runs on
+    a worker thread of its own (a slow or dead endpoint never delays a change to the MTA)."""
+
+    remote: bool
 
     def apply(self, provider: str, params: Mapping[str, Any], labels: Mapping[str, str],
               changes: Changes | None) -> Changes:
@@ -99,6 +102,8 @@ class Reloader:
 class PostfixThrottle:
     """Per-provider destination limits in every instance of the agent."""
 
+    remote = False
+
     def __init__(self, controls: Sequence[PostfixControl], reloader: Reloader) -> None:
         self.controls = controls
         self.reloader = reloader
@@ -138,6 +143,8 @@ class PostfixThrottle:
 
 class PostfixPause:
     """The provider's transport in ``defer_transports``: mail to it waits in the queue."""
+
+    remote = False
 
     def __init__(self, controls: Sequence[PostfixControl], reloader: Reloader) -> None:
         self.controls = controls
@@ -186,6 +193,8 @@ class _EximFileAction:
     """Lines of one throttle-directory file in every Exim instance with a ``throttle_dir``: apply
     records what each key's line was (or that there was none) and writes its own; restore puts
     back exactly what was recorded."""
+
+    remote = False
 
     file = ""
 
@@ -270,14 +279,18 @@ def render_body(template: Any, values: Mapping[str, str]) -> Any:
 
 
 class HttpAction:
-    """POSTs to another system (the sending application, say) on apply and on restore."""
+    """POSTs to another system (the sending application, say) on apply and on restore; a failed
+    POST is retried after ``backoff`` seconds, doubling each time."""
 
-    def __init__(self, transport: httpx.BaseTransport | None = None) -> None:
+    remote = True
+
+    def __init__(self, transport: httpx.BaseTransport | None = None, backoff: float = 1.0) -> None:
         self._transport = transport
+        self._backoff = backoff
 
     def _post(self, event: str, provider: str, params: Mapping[str, Any], labels: Mapping[str, str]) -> None:
         body = render_body(params["body"], {**labels, "provider": provider, "event": event})
-        delay = 1.0
+        delay = self._backoff
         with httpx.Client(timeout=params["timeout"], transport=self._transport) as client:
             for attempt in range(params["retries"] + 1):
                 try:
