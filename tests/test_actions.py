@@ -105,6 +105,35 @@ def test_apply_extend_and_restore_after_the_cooldown(tmp_path: Path, clock: Fake
     assert built.document()["active"] == []
 
 
+def test_a_flapping_action_doubles_its_cool_down_up_to_its_ttl(tmp_path: Path, clock: FakeClock) -> None:
+    """The throttle removes its own cause: its alert resolves, and fires again soon after the restore."""
+    executor = Recording()
+    built = engine(tmp_path, executor, clock)
+
+    def cycle(quiet: float, fingerprint: str) -> tuple[dict[str, Any], dict[str, Any], float]:
+        """Fire after ``quiet`` s, resolve; (decision, resolution, seconds until the restore)."""
+        clock.now += quiet
+        [applied] = built.handle([alert(fingerprint=fingerprint)], "webhook")
+        [resolved] = built.handle([alert(firing=False, fingerprint=fingerprint)], "webhook")
+        start = clock.now
+        while ("restore", "google") not in executor.calls[-1:]:
+            clock.now += 60
+            built.refresh()
+            settle(built)
+        return applied, resolved, clock.now - start
+
+    applied, resolved, waited = cycle(0, "a")
+    assert "flap" not in applied["why"] and waited == 600
+    applied, resolved, waited = cycle(300, "b")  # fired again 5 min after the restore
+    assert "flap 1: 300 s after its restore" in applied["why"]
+    assert "cool-down of 1200 s (1 flap(s): doubled)" in resolved["why"] and waited == 1200
+    applied, resolved, waited = cycle(300, "c")
+    assert "flap 2" in applied["why"] and "cool-down of 1800 s" in resolved["why"] and waited == 1800  # the TTL
+    assert built.document()["active"] == []
+    applied, resolved, waited = cycle(3600, "d")  # an hour without it: a new start
+    assert "flap" not in applied["why"] and waited == 600
+
+
 def test_ttl_lapses_without_a_resend(tmp_path: Path, clock: FakeClock) -> None:
     executor = Recording()
     built = engine(tmp_path, executor, clock)

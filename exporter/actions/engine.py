@@ -17,6 +17,9 @@ Rules of the game:
   HA pair of Alertmanagers) changes nothing;
 - an action ends when its TTL lapses, or ``cooldown`` after its last alert resolved, or when the
   operator restores it; ending undoes exactly what was done;
+- a throttle removes its own cause, so its alert resolves and may fire again soon after the
+  restore: an action applied again within ``FLAP_WINDOW`` of its restore is a flap, and each flap
+  doubles its next cool-down (up to its TTL); an hour without it resets the count;
 - active actions are kept in ``state_file`` (atomic writes): after a restart, those still due
   are applied again (idempotent) and those that expired meanwhile are restored;
 - every decision is logged as one ``key=value`` line and kept in a bounded history;
@@ -56,6 +59,8 @@ RESULTS = ("applied", "extended", "restored", "ignored", "failed", "dry_run")
 #: A delivery of an alert seen again within this many seconds is a replay or an HA twin.
 DUPLICATE_WINDOW = 60.0
 HISTORY = 200
+#: An action applied again within this many seconds of its restore is a flap (its cool-down doubles).
+FLAP_WINDOW = 3600.0
 TICK = 1.0
 _LABEL_VALUE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 
@@ -77,6 +82,7 @@ class Active:
     changes: dict[str, Any] | None = None  # what the executor changed, once applied
     dry_run: bool = False
     ending: bool = False  # a restore is under way
+    flaps: int = 0  # times in a row it was applied again within FLAP_WINDOW of its restore
 
 
 class ActionEngine(BaseCollector):
@@ -94,6 +100,7 @@ class ActionEngine(BaseCollector):
         self._active: dict[str, Active] = {}
         self._seen: dict[tuple[str, str], float] = {}
         self._history: deque[dict[str, Any]] = deque(maxlen=HISTORY)
+        self._restored: dict[str, tuple[float, int]] = {}  # action id -> (when restored, its flaps)
         self._counts: dict[tuple[str, str, str], int] = {}
         self._lock = threading.RLock()
         # By the executors' ``remote``: the MTA's changes one at a time, calls elsewhere apart.
@@ -227,9 +234,11 @@ class ActionEngine(BaseCollector):
             del active.alerts[alert.fingerprint]
             if active.alerts:
                 return done("ignored", f"resolved; {len(active.alerts)} other alert(s) keep the action")
-            active.restore_at = now + rule.cooldown
+            cooldown = min(rule.cooldown * 2 ** active.flaps, rule.ttl)
+            active.restore_at = now + cooldown
             self._save()
-            return done("restore_scheduled", f"resolved: restoring after the cool-down of {rule.cooldown:g} s",
+            backoff = f" ({active.flaps} flap(s): doubled)" if active.flaps and cooldown > rule.cooldown else ""
+            return done("restore_scheduled", f"resolved: restoring after the cool-down of {cooldown:g} s{backoff}",
                         counted_as="ignored")
         if active is not None:
             active.alerts[alert.fingerprint] = alert.starts_at
@@ -239,13 +248,17 @@ class ActionEngine(BaseCollector):
             return done("extended", f"in force until {time.strftime('%H:%M:%S', time.localtime(active.expires_at))}")
         if len(self._active) >= self.section.max_active:
             return done("ignored", f"{len(self._active)} actions in force already (max_active)")
+        restored = self._restored.pop(action_id, None)
+        flaps = restored[1] + 1 if restored is not None and now - restored[0] < FLAP_WINDOW else 0
         active = Active(action_id, rule.action, provider, alert.name, dict(rule.params), dict(alert.labels), now,
-                        now + rule.ttl, alerts={alert.fingerprint: alert.starts_at}, dry_run=self.section.dry_run)
+                        now + rule.ttl, alerts={alert.fingerprint: alert.starts_at}, dry_run=self.section.dry_run,
+                        flaps=flaps)
         self._active[action_id] = active
+        flapped = f"; flap {flaps}: {now - restored[0]:.0f} s after its restore" if flaps and restored else ""
         if active.dry_run:
-            return done("dry_run", f"would apply {rule.action} to {provider} for {rule.ttl:g} s")
+            return done("dry_run", f"would apply {rule.action} to {provider} for {rule.ttl:g} s{flapped}")
         self._submit_apply(active)
-        return done("applied", f"{rule.action} for {provider}, {rule.ttl:g} s")
+        return done("applied", f"{rule.action} for {provider}, {rule.ttl:g} s{flapped}")
 
     def _refusal(self, alert: Alert, rule: ActionRule | None, provider: str) -> str | None:
         """Why ``alert`` must not act here, or None."""
@@ -317,9 +330,12 @@ class ActionEngine(BaseCollector):
                                   "why": f"restore: {exc}"}, self.clock(), "failed")
                 return
         with self._lock:
+            now = self.clock()
             self._active.pop(active.id, None)
+            self._restored = {k: v for k, v in self._restored.items() if now - v[0] < FLAP_WINDOW}
+            self._restored[active.id] = (now, active.flaps)
             self._record({"action": active.action, "provider": active.provider, "decision": "restored",
-                          "why": why}, self.clock(), "dry_run" if active.dry_run else "restored")
+                          "why": why}, now, "dry_run" if active.dry_run else "restored")
             self._save()
 
     def restore(self, action_id: str) -> bool:
