@@ -327,7 +327,7 @@ def test_the_read_budget_paces_file_opens(tmp_path: Path) -> None:
 
 
 class FakePostfix:
-    """Changes a spool the ways Postfix does (see ``collectors/postfix/spool_watch.py``), chosen at
+    """Changes a spool the ways Postfix does (see ``collectors/spool_watch.py``), chosen at
     random: cleanup writes a file and makes it complete, qmgr moves it to active, delivers
     recipients in place, defers (defer log appended, moved to deferred, next retry time set) or
     removes it; postsuper holds, releases, marks to expire and deletes."""
@@ -454,7 +454,7 @@ def _scan(c: QueueCollector, reader: SpoolQueueReader) -> str | None:
 
 
 def test_a_walk_whenever_inotify_may_have_missed_something(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from collectors.postfix import inotify
+    from collectors import inotify
 
     root = spool(tmp_path)
     write_queue_file(root, "deferred", "4A1B2C3D4E", queue_file(b"a@example.com", [b"b@gmail.com"]))
@@ -471,7 +471,7 @@ def test_a_walk_whenever_inotify_may_have_missed_something(tmp_path: Path, monke
     (root / "deferred" / "5").rmdir()
     assert _scan(c, reader) == "a watched directory went away"
     # the kernel dropped events
-    watch = reader._watch
+    watch = reader.tracker.watcher
     assert watch is not None
     real = watch._inotify.read
     monkeypatch.setattr(watch._inotify, "read", lambda: iter([inotify.Event(-1, inotify.IN_Q_OVERFLOW, ""),
@@ -484,7 +484,7 @@ def test_a_walk_whenever_inotify_may_have_missed_something(tmp_path: Path, monke
         write_queue_file(root, "deferred", f"4{i}1B2C3D4E", queue_file(b"a@example.com", [b"b@gmail.com"]))
     assert _scan(c, reader) == "more than 3 changes"
     # the safety net
-    reader.full_scan_interval = 1e-6
+    reader.tracker.full_scan_interval = 1e-6
     assert _scan(c, reader) == "periodic"
     assert "inotify, full walk every 1e-06 s" in reader.source()
 
@@ -493,15 +493,14 @@ def test_without_inotify_every_scan_walks_and_says_why_once(tmp_path: Path, monk
                                                            caplog: pytest.LogCaptureFixture) -> None:
     import errno
 
-    from collectors.postfix import spool as spool_module
-    from collectors.postfix.spool_watch import SpoolWatch
+    from collectors.spool_watch import SpoolWatch
 
     def refuse(self: SpoolWatch, path: str, kind: str) -> None:
         raise OSError(errno.ENOSPC, "inotify_add_watch: No space left on device")
 
     root = spool(tmp_path)
     write_queue_file(root, "deferred", "4A1B2C3D4E", queue_file(b"a@example.com", [b"b@gmail.com"]))
-    monkeypatch.setattr(spool_module.SpoolWatch, "watch", refuse)
+    monkeypatch.setattr(SpoolWatch, "watch", refuse)
     reader = make_reader(root)
     c = collector(reader)
     for _ in range(3):

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -53,12 +52,12 @@ from collectors.postfix.queue_file import (
     identity,
     ready,
 )
-from collectors.postfix.spool_watch import DEFER as WATCH_DEFER
-from collectors.postfix.spool_watch import QUEUE as WATCH_QUEUE
-from collectors.postfix.spool_watch import ROOT as WATCH_ROOT
-from collectors.postfix.spool_watch import Changes, SpoolWatch
 from collectors.postfix.spool_workers import ReadWorkers, WorkerError
 from collectors.queue_model import UNDECODABLE, QueueLedger, QueueMessage, QueueRecipient
+from collectors.spool_watch import DEFER as WATCH_DEFER
+from collectors.spool_watch import QUEUE as WATCH_QUEUE
+from collectors.spool_watch import ROOT as WATCH_ROOT
+from collectors.spool_watch import Changes, ChangeTracker
 
 log = logging.getLogger("mtaq.postfix")
 
@@ -133,8 +132,6 @@ class SpoolQueueReader:
         self.files_per_second = files_per_second
         self.dup_filter_limit = dup_filter_limit
         self.empty_address = empty_address
-        self.inotify = inotify
-        self.full_scan_interval = full_scan_interval
         self.processes = processes or worker_count()
         self.source_info = ("spool", queue_directory)
         # Per directory, per queue id: identity + contribution of each message last seen there.
@@ -143,24 +140,15 @@ class SpoolQueueReader:
         self._depths: dict[str, set[int]] = {}  # queue -> depths of its directories seen
         self._defer_ids: dict[str, bytes] = {}  # queue id -> its defer log's identity, active messages only
         self._ledger: QueueLedger | None = None
-        self._warm = False  # a walk has completed: the cache holds every queued message
-        self._last_walk = 0.0
         self._files = QueueFiles(queue_directory, 1, dup_filter_limit, empty_address)
-        self._watch: SpoolWatch | None = None
-        self.inotify_problem: str | None = None  # why inotify is not used (logged once)
+        self.tracker = ChangeTracker(f"postfix instance {name}", queue_directory, (*SPOOL_QUEUES, DEFER),
+                                     inotify=inotify, full_scan_interval=full_scan_interval)
         self.stats = ScanStats()
 
     def source(self) -> str:
         """The queue directory, how changes are found and the read budget."""
         budget = f"at most {self.files_per_second:g} files/s" if self.files_per_second > 0 else "no read budget"
-        if self.inotify_problem:
-            tracking = f"every scan stats every file: inotify unavailable ({self.inotify_problem})"
-        elif not self.inotify:
-            tracking = "every scan stats every file (inotify off)"
-        else:
-            every = f"every {self.full_scan_interval:g} s" if self.full_scan_interval else "only when needed"
-            tracking = f"inotify, full walk {every}"
-        return f"spool {self.root} (incremental: {tracking}; {budget})"
+        return f"spool {self.root} (incremental: {self.tracker.describe()}; {budget})"
 
     def preflight(self) -> list[str]:
         """Why the queue directories cannot be read from here: missing (Postfix may create them
@@ -177,8 +165,7 @@ class SpoolQueueReader:
 
     def close(self) -> None:
         """Stop tracking changes (the inotify thread and its watches)."""
-        if self._watch is not None:
-            self._watch.close()  # a scan still running finds it closed: its calls do nothing
+        self.tracker.close()
 
     # -- walking --------------------------------------------------------------------------
 
@@ -191,7 +178,7 @@ class SpoolQueueReader:
         depths = self._depths.setdefault(queue, set())
         while pending:
             path = pending.pop()
-            self._watch_directory(path, WATCH_QUEUE)
+            self.tracker.watch(path, WATCH_QUEUE)
             try:
                 listing = os.scandir(path)
             except FileNotFoundError:
@@ -223,24 +210,15 @@ class SpoolQueueReader:
                 return depth
             depth, path = depth + 1, subdirectory
 
-    def _watch_directory(self, path: str, kind: str) -> None:
-        """Watch ``path`` if changes are tracked; when a watch cannot be added (e.g.
-        ``fs.inotify.max_user_watches`` reached), every scan walks from now on."""
-        if self._watch is not None and not self._watch.closed:
-            try:
-                self._watch.watch(path, kind)
-            except OSError as exc:
-                self._inotify_failed(exc)
-
     def _watch_defer_logs(self) -> None:
         """Watch ``defer/`` and its hashed subdirectories (their files are not listed)."""
-        if self._watch is None or self._watch.closed:
+        if not self.tracker.watching:
             return
         level = [os.path.join(self.root, DEFER)]
         for depth in range(self._files.defer_depth + 1):
             below = []
             for path in level:
-                self._watch_directory(path, WATCH_DEFER)
+                self.tracker.watch(path, WATCH_DEFER)
                 if depth < self._files.defer_depth:
                     try:
                         with os.scandir(path) as listing:
@@ -297,12 +275,12 @@ class SpoolQueueReader:
         if ledger is not self._ledger:  # a new ledger starts from nothing
             self._dirs.clear()
             self._defer_ids.clear()
-            self._warm = False
+            self.tracker.warm = False
             self._ledger = ledger
         self._check_root()
         self._files = QueueFiles(self.root, self._defer_depth(), self.dup_filter_limit, self.empty_address)
         budget = ReadBudget(self.files_per_second, deadline)
-        changes = self._changes()
+        changes = self.tracker.take()
         self.stats = ScanStats(walk=changes.walk)
         gone: dict[str, tuple[str, bytes]] = {}  # queue id -> (directory, entry) no longer there
         done = False
@@ -317,52 +295,19 @@ class SpoolQueueReader:
             while gone:  # no longer where they were, and not found elsewhere
                 _, (path, entry) = gone.popitem()
                 ledger.remove(entry[_ID:], self._queue_of[path], bool(entry[_ID - 1]))
-            if not done and self._watch is not None:
-                self._watch.give_back(changes)
-        if changes.walk is not None:
-            self._warm = True
-            self._last_walk = time.monotonic()
+            if not done:
+                self.tracker.undone(changes)
+        self.tracker.done(changes)
         active = {name for path, names in self._dirs.items() if self._queue_of[path] == ACTIVE for name in names}
         self._defer_ids = {name: v for name, v in self._defer_ids.items() if name in active}
-
-    def _changes(self) -> Changes:
-        """What this scan must look at: a walk (and why), or the changes inotify saw."""
-        started = self.inotify and not self.inotify_problem and (self._watch is None or self._watch.closed) \
-            and self._start_watch()
-        watching = self._watch is not None and not self._watch.closed
-        changes = self._watch.take() if watching else Changes(walk="no inotify")  # type: ignore[union-attr]
-        if not self._warm:
-            changes.walk = "nothing cached yet"  # the first scan, or a first walk that did not finish
-        elif started:
-            changes.walk = "inotify watches set"
-        elif changes.walk is None and self.full_scan_interval and \
-                time.monotonic() - self._last_walk >= self.full_scan_interval:
-            changes.walk = "periodic"
-        return changes
-
-    def _start_watch(self) -> bool:
-        """Start tracking changes; when inotify is unavailable, say why once and walk every scan."""
-        try:
-            self._watch = SpoolWatch(self.root, (*SPOOL_QUEUES, DEFER))
-        except OSError as exc:
-            self._inotify_failed(exc)
-            return False
-        return True
-
-    def _inotify_failed(self, exc: OSError) -> None:
-        self.close()
-        if self.inotify_problem is None:
-            log.warning("postfix instance %s: inotify unavailable (%s): every queue scan stats every file "
-                        "(raise fs.inotify.max_user_watches or set spool_inotify: false)", self.name, exc)
-        self.inotify_problem = str(exc)
 
     def _walk(self, gone: dict[str, tuple[str, bytes]], ledger: QueueLedger, budget: ReadBudget) -> None:
         """Look at every file; the first walk reads in worker processes when there is enough to read."""
         walked: set[str] = set()
-        self._watch_directory(self.root, WATCH_ROOT)
+        self.tracker.watch(self.root, WATCH_ROOT)
         self._watch_defer_logs()
         listings = ((queue, path, entries) for queue in SPOOL_QUEUES for path, entries in self._directories(queue))
-        if self._warm or self.processes < 2:
+        if self.tracker.warm or self.processes < 2:
             for queue, path, entries in listings:
                 walked.add(path)
                 self._queue_of[path] = queue
@@ -466,7 +411,7 @@ class SpoolQueueReader:
         moved = gone.get(name)
         if moved is not None:
             return moved
-        if self._warm:
+        if self.tracker.warm:
             for path in self._candidates(name):
                 entry = self._dirs.get(path, {}).get(name)
                 if entry is not None:

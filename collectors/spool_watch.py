@@ -1,17 +1,25 @@
-"""What changed in a Postfix queue since the last scan, as inotify tells it.
+"""What changed in an MTA's spool since the last scan, as inotify tells it; and when a scan must
+walk the whole spool instead.
 
-Postfix changes its queue in a few ways, each of which inotify reports on the queue file's
-directory: cleanup creates a file and makes it complete with ``fchmod`` (``IN_ATTRIB``); qmgr,
-``postsuper -h/-H/-r`` move it between queues by ``rename`` (``IN_MOVED_FROM``/``IN_MOVED_TO``);
-qmgr sets a deferred message's next retry time with ``utime`` (``IN_ATTRIB``); delivery agents
-mark recipients done in place (``IN_CLOSE_WRITE``); ``postsuper -e`` changes the mode
-(``IN_ATTRIB``); delivered and deleted messages are unlinked (``IN_DELETE``). The defer service
-appends to a message's defer log (``IN_CLOSE_WRITE`` in ``defer/``) and qmgr removes it.
-``SpoolWatch`` keeps the names of those files, and a full walk is asked for whenever the names
-may be incomplete: the kernel dropped events (``IN_Q_OVERFLOW``), a watched directory went away
-(``IN_IGNORED``), a hashed subdirectory or queue directory appeared (it is not watched yet), or
-more names changed than are worth keeping. A thread drains the kernel's queue as events come, so
-that it does not overflow between scans of a busy queue.
+Each change that matters to a queue reader is an event on the file's directory. Postfix: cleanup
+creates a file and makes it complete with ``fchmod`` (``IN_ATTRIB``); qmgr, ``postsuper
+-h/-H/-r`` move it between queues by ``rename`` (``IN_MOVED_FROM``/``IN_MOVED_TO``); qmgr sets a
+deferred message's next retry time with ``utime`` (``IN_ATTRIB``); delivery agents mark
+recipients done in place (``IN_CLOSE_WRITE``); ``postsuper -e`` changes the mode (``IN_ATTRIB``);
+delivered and deleted messages are unlinked (``IN_DELETE``); the defer service appends to a
+message's defer log (``IN_CLOSE_WRITE`` in ``defer/``) and qmgr removes it. Exim: a -H file is
+written under a temporary name and renamed into place (``IN_MOVED_TO``), also when a delivery
+attempt or ``exim -Mf`` changes it; an attempt creates and removes a -J journal
+(``IN_CREATE``/``IN_DELETE``) and appends to the message log (``IN_CLOSE_WRITE`` in ``msglog/``);
+a finished message's files are unlinked (``IN_DELETE``).
+
+``SpoolWatch`` keeps the names of those files (``QUEUE`` directories) and of changed logs
+(``DEFER`` directories: Postfix's ``defer/``, Exim's ``msglog/``), and a full walk is asked for
+whenever the names may be incomplete: the kernel dropped events (``IN_Q_OVERFLOW``), a watched
+directory went away (``IN_IGNORED``), a hashed subdirectory or queue directory appeared (it is not
+watched yet), or more names changed than are worth keeping. A thread drains the kernel's queue as
+events come, so that it does not overflow between scans of a busy queue. ``ChangeTracker`` decides,
+scan by scan, between a walk and an update from those names.
 """
 
 from __future__ import annotations
@@ -20,11 +28,12 @@ import logging
 import os
 import select
 import threading
+import time
 from dataclasses import dataclass, field
 
-from collectors.postfix import inotify as I
+from collectors import inotify as I
 
-log = logging.getLogger("mtaq.postfix")
+log = logging.getLogger("mtaq.spool")
 
 #: Events on a queue directory or a ``defer/`` directory that can change what a file contributes.
 #: ``IN_EXCL_UNLINK``: nothing more about a file once it is unlinked.
@@ -163,3 +172,94 @@ class SpoolWatch:
                 else:
                     continue
                 self._check_size()
+
+
+class ChangeTracker:
+    """Whether the next scan of one spool walks it or looks only at what inotify saw change.
+
+    ``subject`` (``postfix instance NAME``) names the spool in the one warning logged when inotify
+    is unavailable; ``root`` and ``hashed`` are ``SpoolWatch``'s; ``inotify`` off: every scan
+    walks; ``full_scan_interval``: walk at least this often (0: only when needed). A reader calls
+    ``take()`` at the start of a scan, ``watch()`` for each directory before it lists it, and
+    ``done()`` or ``undone()`` at its end.
+    """
+
+    def __init__(self, subject: str, root: str, hashed: tuple[str, ...], *, inotify: bool,
+                 full_scan_interval: float) -> None:
+        self.subject = subject
+        self.root = root
+        self.hashed = hashed
+        self.inotify = inotify
+        self.full_scan_interval = full_scan_interval
+        self.watcher: SpoolWatch | None = None
+        self.problem: str | None = None  # why inotify is not used (logged once)
+        self.warm = False  # a walk has completed: the reader's cache holds every queued message
+        self._last_walk = 0.0
+
+    def describe(self) -> str:
+        """How changes are found, for the reader's ``source()``."""
+        if self.problem:
+            return f"every scan stats every file: inotify unavailable ({self.problem})"
+        if not self.inotify:
+            return "every scan stats every file (inotify off)"
+        every = f"every {self.full_scan_interval:g} s" if self.full_scan_interval else "only when needed"
+        return f"inotify, full walk {every}"
+
+    @property
+    def watching(self) -> bool:
+        """Whether changes are being tracked now."""
+        return self.watcher is not None and not self.watcher.closed
+
+    def take(self) -> Changes:
+        """What this scan must look at: a walk (and why), or the changes inotify saw."""
+        started = self.inotify and not self.problem and not self.watching and self._start()
+        changes = self.watcher.take() if self.watching else Changes(walk="no inotify")  # type: ignore[union-attr]
+        if not self.warm:
+            changes.walk = "nothing cached yet"  # the first scan, or a first walk that did not finish
+        elif started:
+            changes.walk = "inotify watches set"
+        elif changes.walk is None and self.full_scan_interval and \
+                time.monotonic() - self._last_walk >= self.full_scan_interval:
+            changes.walk = "periodic"
+        return changes
+
+    def watch(self, path: str, kind: str) -> None:
+        """Watch the directory ``path`` if changes are tracked; when a watch cannot be added (e.g.
+        ``fs.inotify.max_user_watches`` reached), every scan walks from now on."""
+        if self.watching:
+            try:
+                self.watcher.watch(path, kind)  # type: ignore[union-attr]
+            except OSError as exc:
+                self._failed(exc)
+
+    def done(self, changes: Changes) -> None:
+        """The scan of ``changes`` completed."""
+        if changes.walk is not None:
+            self.warm = True
+            self._last_walk = time.monotonic()
+
+    def undone(self, changes: Changes) -> None:
+        """The scan of ``changes`` did not complete: the next one gets them again."""
+        if self.watcher is not None:
+            self.watcher.give_back(changes)
+
+    def close(self) -> None:
+        """Stop tracking changes (the inotify thread and its watches)."""
+        if self.watcher is not None:
+            self.watcher.close()  # a scan still running finds it closed: its calls do nothing
+
+    def _start(self) -> bool:
+        """Start tracking changes; when inotify is unavailable, say why once and walk every scan."""
+        try:
+            self.watcher = SpoolWatch(self.root, self.hashed)
+        except OSError as exc:
+            self._failed(exc)
+            return False
+        return True
+
+    def _failed(self, exc: OSError) -> None:
+        self.close()
+        if self.problem is None:
+            log.warning("%s: inotify unavailable (%s): every queue scan stats every file "
+                        "(raise fs.inotify.max_user_watches or set spool_inotify: false)", self.subject, exc)
+        self.problem = str(exc)
