@@ -12,11 +12,12 @@
    package of it).
 2. Spool read. A split spool of ``--messages`` messages (the lab spool's real -H, -D and message
    log files, replicated with fresh ids; 1% frozen). Timed: a first scan of the agent's queue
-   collector (list, parse every -H, stat every -D, read the message logs, classify, tally), a
-   rescan of the unchanged spool (records from the scan cache), and a rescan after 1% of the -H
-   files were rewritten as Exim rewrites them (a new file renamed over the old), against
-   ``exim -bpc`` (counts the -H files) and ``exim -bp`` (reads every -H, every time), all
-   interleaved ``--repeat`` times; medians and ratios. The totals must equal ``-bpc``.
+   collector (list, parse every -H, stat every -D, read the message logs, classify, tally), then
+   a rescan of the unchanged spool and one after 1% of the -H files were rewritten as Exim
+   rewrites them (a new file renamed over the old): as updates (inotify says what changed) and,
+   with ``spool_inotify: false``, as walks (every file ``stat``ed); against ``exim -bpc``
+   (counts the -H files) and ``exim -bp`` (reads every -H, every time), all interleaved
+   ``--repeat`` times; medians and ratios. The totals must equal ``-bpc``.
 
 Needs root for the Exim binary (``tests/lab/exim.py`` unpacks Debian's). Prints ratios: the machine
 is shared, absolute numbers move between runs.
@@ -173,22 +174,26 @@ def bench_spool(messages: int, repeat: int, workdir: Path) -> None:
     exim = [exim_lab.install().as_posix(), "-C", str(config)]
     headers = sorted(spool.glob("input/*/*-H"))
     runs: dict[str, list[tuple[float, float]]] = {name: [] for name in (
-        "agent first scan (read all)", "agent rescan, unchanged", "agent rescan, 1% rewritten",
-        "exim -bpc (count)", "exim -bp (full listing)")}
-    first, unchanged, changed, bpc, bp = runs.values()
+        "agent first scan (read all)", "agent update, unchanged", "agent update, 1% rewritten",
+        "agent walk, unchanged (no inotify)", "agent walk, 1% rewritten", "exim -bpc (count)",
+        "exim -bp (full listing)")}
+    first, unchanged, changed, walk_unchanged, walk_changed, bpc, bp = runs.values()
     for round_ in range(repeat):
-        reader = EximQueueReader(EximInstance(name="bench", spool_directory=str(spool)))
-        collector = QueueCollector("exim_queue", "exim", [reader], Classifier(CLASSIFIER), EXIM_QUEUES,
-                                   deferred_queue=QUEUED, interval=3600)
-        first.append(timed(collector.refresh))
-        unchanged.append(timed(collector.refresh))
-        rewritten = headers[round_::100]
-        for header in rewritten:  # as Exim rewrites a -H file after an attempt: a new file renamed over it
-            copy = header.with_name(header.name + ".new")
-            shutil.copy2(header, copy)
-            copy.rename(header)
-        changed.append(timed(collector.refresh))
-        assert reader.last_read == len(rewritten), (reader.last_read, len(rewritten))
+        for inotify in (True, False):
+            reader = EximQueueReader(EximInstance(name="bench", spool_directory=str(spool), spool_inotify=inotify))
+            collector = QueueCollector("exim_queue", "exim", [reader], Classifier(CLASSIFIER), EXIM_QUEUES,
+                                       deferred_queue=QUEUED, interval=3600)
+            first.append(timed(collector.refresh))
+            (unchanged if inotify else walk_unchanged).append(timed(collector.refresh))
+            rewritten = headers[2 * round_ + inotify::100]
+            for header in rewritten:  # as Exim rewrites a -H file after an attempt: a new file renamed over it
+                copy = header.with_name(header.name + ".new")
+                shutil.copy2(header, copy)
+                copy.rename(header)
+            (changed if inotify else walk_changed).append(timed(collector.refresh))
+            assert reader.last_read == len(rewritten), (reader.last_read, len(rewritten))
+            assert reader.walk == (None if inotify else "no inotify"), reader.walk
+            collector.stop()
         bpc.append(timed(lambda: subprocess.run([*exim, "-bpc"], capture_output=True, check=True)))
         bp.append(timed(lambda: subprocess.run([*exim, "-bp"], capture_output=True, check=True)))
     counted = int(subprocess.run([*exim, "-bpc"], capture_output=True, text=True, check=True).stdout)
@@ -202,12 +207,12 @@ def bench_spool(messages: int, repeat: int, workdir: Path) -> None:
         wall, cpu = statistics.median(w for w, _ in timing), statistics.median(c for _, c in timing)
         medians[name] = (wall, cpu)
         print(f"  {name:38} {cpu:7.3f} s ({wall:7.3f} s)")
-    first_m, unchanged_m, changed_m, bpc_m, bp_m = medians.values()
-    print(f"  ratio exim -bp / agent: first scan {bp_m[1] / first_m[1]:.2f}x CPU ({bp_m[0] / first_m[0]:.2f}x wall), "
-          f"1% rewritten {bp_m[1] / changed_m[1]:.1f}x CPU ({bp_m[0] / changed_m[0]:.1f}x wall), "
-          f"unchanged {bp_m[1] / unchanged_m[1]:.1f}x CPU; "
-          f"exim -bpc / agent first scan: {bpc_m[1] / first_m[1]:.2f}x CPU; "
-          f"totals equal -bpc ({counted}); peak RSS so far {rss:.0f} MB")
+    first_m, unchanged_m, changed_m, walk_unchanged_m, walk_changed_m, bpc_m, bp_m = medians.values()
+    print(f"  ratio exim -bp / agent (CPU): first scan {bp_m[1] / first_m[1]:.2f}x; 1% rewritten: update "
+          f"{bp_m[1] / changed_m[1]:.0f}x, walk {bp_m[1] / walk_changed_m[1]:.1f}x; unchanged: update "
+          f"{bp_m[1] / unchanged_m[1]:.0f}x, walk {bp_m[1] / walk_unchanged_m[1]:.1f}x; "
+          f"exim -bpc / agent first scan: {bpc_m[1] / first_m[1]:.2f}x; totals equal -bpc ({counted}); "
+          f"peak RSS so far {rss:.0f} MB")
 
 
 def main() -> None:

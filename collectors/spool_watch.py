@@ -46,6 +46,8 @@ _LOST = I.IN_DELETE_SELF | I.IN_MOVE_SELF | I.IN_UNMOUNT
 MAX_CHANGES = 100_000
 
 QUEUE, DEFER, ROOT = "queue", "defer", "root"
+#: Walk the whole spool at least this often, as a safety net, when inotify tracks it.
+DEFAULT_FULL_SCAN_INTERVAL = 3600.0
 
 
 @dataclass(slots=True)

@@ -46,8 +46,8 @@ def spool(tmp_path: Path) -> Path:
     return copy
 
 
-def collector(spool: Path, **options: object) -> QueueCollector:
-    reader = EximQueueReader(EximInstance(name="exim-lab", spool_directory=str(spool)))
+def collector(spool: Path, inotify: bool = True, **options: object) -> QueueCollector:
+    reader = EximQueueReader(EximInstance(name="exim-lab", spool_directory=str(spool), spool_inotify=inotify))
     return QueueCollector("exim_queue", "exim", [reader], Classifier(LAB), EXIM_QUEUES, deferred_queue=QUEUED,
                           **options)  # type: ignore[arg-type]
 
@@ -160,17 +160,28 @@ def totals(queue: QueueCollector) -> dict[str, list]:
     return {name: sorted(samples.get(name, []), key=repr) for name in TOTALS}
 
 
-def rescan(queue: QueueCollector) -> int:
-    """Scan again; how many messages that scan read."""
-    assert queue.run_refresh()
+INOTIFY = pytest.mark.parametrize("inotify", [True, False], ids=["inotify", "walks"])
+
+
+def reader_of(queue: QueueCollector) -> EximQueueReader:
     reader = queue.readers[0]
     assert isinstance(reader, EximQueueReader)
+    return reader
+
+
+def rescan(queue: QueueCollector) -> int:
+    """Scan again; how many messages that scan read. With inotify, every scan after the first is
+    an update; without, a walk."""
+    assert queue.run_refresh()
+    reader = reader_of(queue)
+    first = reader.walk == "nothing cached yet"
+    assert first or reader.walk == (None if reader.tracker.inotify else "no inotify"), reader.walk
     return reader.last_read
 
 
 def as_read_afresh(spool: Path) -> dict[str, list]:
     """The reference: a new collector's first scan, every message read."""
-    queue = collector(spool)
+    queue = collector(spool, inotify=False)
     assert queue.run_refresh()
     return totals(queue)
 
@@ -182,16 +193,18 @@ def _rewrite(path: Path, old: bytes, new: bytes) -> None:
     temporary.rename(path)
 
 
-def test_a_rescan_of_an_unchanged_spool_reads_nothing(spool: Path) -> None:
-    queue = collector(spool)
+@INOTIFY
+def test_a_rescan_of_an_unchanged_spool_reads_nothing(spool: Path, inotify: bool) -> None:
+    queue = collector(spool, inotify)
     assert rescan(queue) == len(LISTED)
     first = totals(queue)
     assert rescan(queue) == 0 and totals(queue) == first
 
 
-def test_a_rewritten_header_file_is_read_again(spool: Path) -> None:
+@INOTIFY
+def test_a_rewritten_header_file_is_read_again(spool: Path, inotify: bool) -> None:
     """Frozen by an operator (exim -Mf): Exim writes the -H file anew with a -frozen line."""
-    queue = collector(spool)
+    queue = collector(spool, inotify)
     rescan(queue)
     _rewrite(spool / "input" / "E" / f"{VALID_ID}-H", b"\n-host_address", b"\n-frozen 1796139600\n-host_address")
     assert rescan(queue) == 1
@@ -199,8 +212,9 @@ def test_a_rewritten_header_file_is_read_again(spool: Path) -> None:
     assert totals(queue) == as_read_afresh(spool)
 
 
-def test_a_defer_appended_to_the_message_log_changes_the_reason(spool: Path) -> None:
-    queue = collector(spool)
+@INOTIFY
+def test_a_defer_appended_to_the_message_log_changes_the_reason(spool: Path, inotify: bool) -> None:
+    queue = collector(spool, inotify)
     rescan(queue)
     deferred = series(collect_samples([queue]), "mtaq_queue_deferred_recipients", "provider", "reason")
     assert deferred[("google", "rate_limited")] == 4 and ("google", "self") not in deferred
@@ -213,8 +227,9 @@ def test_a_defer_appended_to_the_message_log_changes_the_reason(spool: Path) -> 
     assert totals(queue) == as_read_afresh(spool)
 
 
-def test_a_message_that_left_the_queue_leaves_the_totals(spool: Path) -> None:
-    queue = collector(spool)
+@INOTIFY
+def test_a_message_that_left_the_queue_leaves_the_totals(spool: Path, inotify: bool) -> None:
+    queue = collector(spool, inotify)
     rescan(queue)
     for suffix in ("-H", "-D"):
         (spool / "input" / "E" / f"{VALID_ID}{suffix}").unlink()
@@ -223,9 +238,10 @@ def test_a_message_that_left_the_queue_leaves_the_totals(spool: Path) -> None:
     assert totals(queue) == as_read_afresh(spool)
 
 
-def test_a_message_with_a_journal_is_read_until_the_attempt_ends(spool: Path) -> None:
+@INOTIFY
+def test_a_message_with_a_journal_is_read_until_the_attempt_ends(spool: Path, inotify: bool) -> None:
     """A -J journal (an attempt in progress) grows without touching the -H file."""
-    queue = collector(spool)
+    queue = collector(spool, inotify)
     rescan(queue)
     journal = spool / "input" / "E" / f"{VALID_ID}-J"
     journal.write_text("late@gmail.com\n")
@@ -236,8 +252,9 @@ def test_a_message_with_a_journal_is_read_until_the_attempt_ends(spool: Path) ->
     assert totals(queue) == as_read_afresh(spool)
 
 
-def test_a_scan_cut_short_keeps_consistent_totals_and_the_next_completes(spool: Path) -> None:
-    queue = collector(spool)
+@INOTIFY
+def test_a_scan_cut_short_keeps_consistent_totals_and_the_next_completes(spool: Path, inotify: bool) -> None:
+    queue = collector(spool, inotify)
     rescan(queue)
     before = totals(queue)
     for message_id in sorted(LISTED)[:4]:
@@ -250,6 +267,60 @@ def test_a_scan_cut_short_keeps_consistent_totals_and_the_next_completes(spool: 
     assert rescan(queue) == 0
     assert totals(queue) == as_read_afresh(spool)
     assert sum(series(collect_samples([queue]), "mtaq_queue_messages", "queue").values()) == len(LISTED) - 4
+
+
+def test_a_message_arriving_between_walks_is_read_by_an_update(spool: Path) -> None:
+    queue = collector(spool)
+    rescan(queue)
+    new_id = "1xYPwE-0006Zz-2c"
+    directory = spool / "input" / "E"
+    (directory / f"{new_id}-D").write_bytes((directory / f"{VALID_ID}-D").read_bytes().replace(
+        VALID_ID.encode(), new_id.encode(), 1))
+    (directory / f"{new_id}-H.tmp").write_bytes(VALID.replace(VALID_ID.encode(), new_id.encode(), 1))
+    (directory / f"{new_id}-H.tmp").rename(directory / f"{new_id}-H")  # as Exim does: written, then renamed
+    assert rescan(queue) == 1
+    assert sum(series(collect_samples([queue]), "mtaq_queue_messages", "queue").values()) == len(LISTED) + 1
+    assert totals(queue) == as_read_afresh(spool)
+
+
+def test_a_new_split_directory_makes_the_next_scan_walk(spool: Path) -> None:
+    """A subdirectory that appears is not watched yet: its messages are found by a walk."""
+    queue = collector(spool)
+    rescan(queue)
+    new_id = "1xYPwZ-0006Zz-2c"
+    (spool / "input" / "Z").mkdir()
+    (spool / "input" / "Z" / f"{new_id}-H").write_bytes(VALID.replace(VALID_ID.encode(), new_id.encode(), 1))
+    assert queue.run_refresh()
+    assert reader_of(queue).walk == f"new directory {spool}/input/Z"
+    assert totals(queue) == as_read_afresh(spool)
+    assert rescan(queue) == 0
+
+
+def test_a_flat_spool_is_followed_too(spool: Path) -> None:
+    for sub in ("input", "msglog"):
+        for path in list((spool / sub).glob("*/*")):
+            path.rename(spool / sub / path.name)
+        for directory in (spool / sub).glob("?"):
+            directory.rmdir()
+    queue = collector(spool)
+    assert rescan(queue) == len(LISTED)
+    _rewrite(spool / "input" / f"{VALID_ID}-H", b"\n-host_address", b"\n-frozen 1796139600\n-host_address")
+    waiting = next(i for i in sorted(LISTED) if not LISTED[i]["frozen"] and i != VALID_ID)
+    with (spool / "msglog" / waiting).open("a") as msglog:
+        msglog.write("2026-12-01 16:00:00.000 +0000 x@gmail.com R=to_provider T=remote_smtp defer (-53): "
+                     "retry time not reached for any host for 'gmail.com'\n")
+    assert rescan(queue) == 2
+    assert totals(queue) == as_read_afresh(spool)
+
+
+def test_the_periodic_walk_and_the_source_line(spool: Path) -> None:
+    queue = collector(spool)
+    rescan(queue)
+    reader = reader_of(queue)
+    assert "incremental: inotify, full walk every 3600 s" in reader.source()
+    reader.tracker.full_scan_interval = 1e-6
+    assert queue.run_refresh() and reader.walk == "periodic" and reader.last_read == 0
+    assert "every scan stats every file (inotify off)" in reader_of(collector(spool, inotify=False)).source()
 
 
 # -- hostile spool files ----------------------------------------------------------------------

@@ -22,9 +22,20 @@ from pydantic import Field, field_validator, model_validator
 from collectors.command import CommandError, run, stream
 from collectors.deadline import Deadline
 from collectors.exim.queue_listing import decode_bp
-from collectors.exim.spool import Found, Known, spool_changes, update_ledger
+from collectors.exim.spool import (
+    SPOOL_DIRECTORIES,
+    Found,
+    Known,
+    SpoolState,
+    Watch,
+    changed_ids,
+    spool_changes,
+    spool_updates,
+    unwatched,
+)
 from collectors.queue_model import QueueLedger, QueueMessage
-from collectors.settings import Duration, InstanceName, StrictModel
+from collectors.settings import Duration, InstanceName, NonNegativeDuration, StrictModel
+from collectors.spool_watch import DEFAULT_FULL_SCAN_INTERVAL, ChangeTracker
 
 log = logging.getLogger("mtaq.exim")
 
@@ -58,6 +69,12 @@ class EximInstance(StrictModel):
     config_file: str | None = Field(default=None, description="exim -C for -bP and -bp; null: Exim's own")
     log_path: str | None = Field(default=None, description="the main log to tail; null: not tailed")
     throttle_dir: str | None = Field(default=None, description="where the exim_throttle/exim_pause actions write")
+    spool_inotify: bool = Field(
+        default=True, description="track spool changes with inotify and rescan only those; false: stat every "
+                                  "-H file on every scan (filesystems where inotify misses changes, NFS)")
+    spool_full_scan_interval: NonNegativeDuration = Field(
+        default=DEFAULT_FULL_SCAN_INTERVAL, description="with inotify: walk the whole spool at least this often as a "
+                                                        "safety net; 0: only when inotify needs it")
 
     def command(self, *args: str) -> list[str]:
         """``exim [-C file] args`` for this instance."""
@@ -110,9 +127,13 @@ class EximQueueReader:
         self.spool_directory = instance.spool_directory or self._discover()
         self.source_info = ("spool", self.spool_directory)
         # What the last scan found, so that the next reads only what changed (see ``spool.py``).
-        self._known: dict[str, Known] = {}
+        self._state = SpoolState()
         self._ledger: QueueLedger | None = None
+        self.tracker = ChangeTracker(f"exim instance {self.name}", self.spool_directory, SPOOL_DIRECTORIES,
+                                     inotify=instance.spool_inotify,
+                                     full_scan_interval=instance.spool_full_scan_interval)
         self.last_read = 0  # messages the last complete scan read (the others were unchanged)
+        self.walk: str | None = None  # why the last scan walked the spool; None: it was an update
 
     def _discover(self) -> str:
         try:
@@ -129,29 +150,53 @@ class EximQueueReader:
         return []
 
     def source(self) -> str:
-        """The spool and its fallback."""
-        return f"spool {self.spool_directory} (fallback: {' '.join(self.instance.command('-bp'))})"
+        """The spool, how changes are found, and the fallback."""
+        return (f"spool {self.spool_directory} (incremental: {self.tracker.describe()}; "
+                f"fallback: {' '.join(self.instance.command('-bp'))})")
 
     def read(self, deadline: Deadline) -> Iterator[QueueMessage]:
         """Every message, each read afresh."""
         return (message for *_, message in self._found(deadline, {}) if message is not None)
 
     def scan(self, deadline: Deadline, ledger: QueueLedger) -> None:
-        """Bring ``ledger`` up to date, reading only the messages whose spool files changed since
-        the last scan (every message when the listing stands in for the spool)."""
+        """Bring ``ledger`` up to date: a walk of the spool (unchanged messages are not read again),
+        or, between walks, only the messages whose files inotify saw change (see
+        ``collectors/spool_watch.py``); every message when the listing stands in for the spool."""
+        state = self._state
         if ledger is not self._ledger:  # a new ledger starts from nothing
-            self._known.clear()
+            state.clear()
+            self.tracker.warm = False
             self._ledger = ledger
-        self.last_read = update_ledger(self._found(deadline, self._known), self._known, ledger)
+        changes = self.tracker.take()
+        self.walk = changes.walk
+        done = False
+        try:
+            if changes.walk is None:
+                scope = changed_ids(changes.files, changes.defer_logs) | state.in_progress
+                found = spool_updates(self.spool_directory, scope, deadline, state.known)
+                self.last_read = state.apply(found, ledger, scope)
+            else:
+                self.last_read = state.apply(self._found(deadline, state.known, self.tracker.watch), ledger)
+            done = True
+        finally:
+            if not done:
+                self.tracker.undone(changes)
+        if self.source_info[0] == "spool":
+            self.tracker.done(changes)
+        else:  # the listing stood in for the spool, nothing was watched: the next scan walks too
+            self.tracker.warm = False
 
     def close(self) -> None:
-        """Nothing runs between scans; what the last one found stays for the next."""
+        """Stop tracking changes (the inotify thread and its watches); what the last scan found
+        stays for the next."""
+        self.tracker.close()
 
-    def _found(self, deadline: Deadline, known: Mapping[str, Known]) -> Iterator[Found]:
-        """The spool's messages (without a record when as ``known`` has them), else (permission
-        denied) ``exim -bp``'s; errors name both attempts."""
+    def _found(self, deadline: Deadline, known: Mapping[str, Known], watch: Watch = unwatched) -> Iterator[Found]:
+        """The spool's messages (without a record when as ``known`` has them; each directory given to
+        ``watch`` before it is listed), else (permission denied) ``exim -bp``'s; errors name both
+        attempts."""
         try:
-            found = spool_changes(self.spool_directory, deadline, known)
+            found = spool_changes(self.spool_directory, deadline, known, watch)
         except PermissionError as spool_error:
             command = self.instance.command("-bp")
             self.source_info = ("exim_bp", " ".join(command))

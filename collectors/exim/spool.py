@@ -17,27 +17,33 @@ The Exim manual says spool files are "not intended as an interface to other prog
 format has been stable since Exim 4 and ``exim -bp`` is the fallback when it cannot be read.
 Parsing is pure (bytes in, a record or ``SpoolFormatError`` out); ``read_spool`` does the I/O.
 
-The queue collector scans incrementally (``spool_changes`` and ``update_ledger``): Exim writes a
-new -H file (a new inode, renamed over the old) whenever a delivery attempt changes it, and
-appends to the message log, so a message whose -H file and message log are as the last scan
-found them keeps its contribution to the totals unread; one with a -J journal (an attempt in
-progress) is always read.
+The queue collector scans incrementally (``SpoolState``): Exim writes a new -H file (a new
+inode, renamed over the old) whenever a delivery attempt changes it, and appends to the message
+log, so a message whose -H file and message log are as the last scan found them keeps its
+contribution to the totals unread; one with a -J journal (an attempt in progress) is always read.
+A walk (``spool_changes``) ``stat``s every -H file and message log; between walks, an update
+(``spool_updates``) looks only at the messages whose files inotify saw change
+(``collectors/spool_watch.py``), so that its cost follows the changes, not the queue.
 """
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import struct
-from collections.abc import Collection, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 from collectors.deadline import Deadline
 from collectors.exim.log_parse import DEFERRED, Delivery, EximLineParser, parse_outcome
 from collectors.exim.message_id import ID_LENGTHS, is_message_id
 from collectors.queue_model import QueueLedger, QueueMessage, QueueRecipient
+from collectors.spool_watch import DEFER, QUEUE, ROOT
 
 QUEUED, FROZEN = "queued", "frozen"
+#: The spool's directories that a scan reads (Exim makes them with its first message).
+SPOOL_DIRECTORIES = ("input", "msglog")
 EXIM_QUEUES = (QUEUED, FROZEN)
 #: Files between two deadline checks (a check is a clock read; a file is a few microseconds).
 CHECK_EVERY = 256
@@ -255,16 +261,30 @@ def message_size(header: SpoolHeader, data_file_size: int | None) -> int:
     return header.header_bytes + data_file_size - (len(header.message_id) + 3) + 1
 
 
-def _directories(input_dir: str, top: list[str]) -> Iterator[tuple[str, list[str]]]:
-    """``input/`` and its split-spool subdirectories (one base-62 character each), with their entries."""
+def _directories(input_dir: str, top: list[str], watch: Watch) -> Iterator[tuple[str, list[str]]]:
+    """``input/`` and its split-spool subdirectories (one base-62 character each), with their
+    entries; each subdirectory is watched before it is listed (``input/`` was, by the caller)."""
     yield input_dir, top
     for entry in top:
         if len(entry) == 1 and entry.isalnum():
             path = os.path.join(input_dir, entry)
+            watch(path, QUEUE)
             try:
                 yield path, os.listdir(path)
             except (NotADirectoryError, FileNotFoundError):  # a file of that name, or gone meanwhile
                 continue
+
+
+def _watch_msglogs(msglog_dir: str, watch: Watch) -> None:
+    """Watch ``msglog/`` and its split-spool subdirectories (their files are not listed)."""
+    watch(msglog_dir, DEFER)
+    try:
+        entries = os.listdir(msglog_dir)
+    except FileNotFoundError:
+        return
+    for entry in entries:
+        if len(entry) == 1 and entry.isalnum():
+            watch(os.path.join(msglog_dir, entry), DEFER)
 
 
 def _read(path: str) -> bytes | None:
@@ -310,6 +330,9 @@ class Known:
 #: A message a scan found: its id, the identities its record was read from (as in ``Known``), and
 #: the record (None: unchanged since the last scan).
 Found = tuple[str, bytes | None, bytes | None, QueueMessage | None]
+#: Called with each spool directory (and its kind: ``spool_watch.ROOT``, ``QUEUE`` or ``DEFER``) before a walk
+#: lists it.
+Watch = Callable[[str, str], None]
 
 
 def read_spool(spool_directory: str, deadline: Deadline) -> Iterator[QueueMessage]:
@@ -324,43 +347,110 @@ def read_spool(spool_directory: str, deadline: Deadline) -> Iterator[QueueMessag
     return (message for *_, message in spool_changes(spool_directory, deadline, {}) if message is not None)
 
 
-def spool_changes(spool_directory: str, deadline: Deadline, known: Mapping[str, Known]) -> Iterator[Found]:
+def unwatched(path: str, kind: str) -> None:
+    """The ``watch`` of a scan whose changes nobody tracks."""
+
+
+def spool_changes(spool_directory: str, deadline: Deadline, known: Mapping[str, Known],
+                  watch: Watch = unwatched) -> Iterator[Found]:
     """Every message in the spool as ``read_spool`` finds it, except that one whose files are as
-    ``known`` has them comes without a record (``input/`` is listed at once, as there)."""
+    ``known`` has them comes without a record. Each directory is given to ``watch`` before it is
+    listed, so that a change after the listing is seen by whoever tracks them; ``input/`` is
+    listed at once, as in ``read_spool`` (and checked for access before it is watched)."""
     input_dir = os.path.join(spool_directory, "input")
-    return _scan(input_dir, os.listdir(input_dir), os.path.join(spool_directory, "msglog"), deadline, known)
+    msglog_dir = os.path.join(spool_directory, "msglog")
+    if os.path.isdir(input_dir) and not os.access(input_dir, os.R_OK | os.X_OK):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), input_dir)
+    watch(spool_directory, ROOT)
+    if not os.path.isdir(input_dir) and os.path.isdir(spool_directory):
+        return iter(())  # Exim makes input/ and msglog/ with its first message
+    watch(input_dir, QUEUE)
+    _watch_msglogs(msglog_dir, watch)
+    return _scan(input_dir, os.listdir(input_dir), msglog_dir, deadline, known, watch)
 
 
-def update_ledger(found: Iterable[Found], known: dict[str, Known], ledger: QueueLedger) -> int:
-    """Apply a complete scan (``found``) to ``ledger``, and remember it in ``known``: a message read
-    anew replaces its old contribution, a message not found leaves. Returns how many were read.
-    When the scan is cut short (``found`` raises), ``ledger`` and ``known`` still agree; messages
-    not reached keep their contributions until a scan completes."""
-    seen: set[str] = set()
-    read = 0
-    for message_id, header, msglog, message in found:
-        seen.add(message_id)
-        if message is None:
-            continue
-        read += 1
-        old = known.pop(message_id, None)
-        if old is not None:
+def spool_updates(spool_directory: str, message_ids: Iterable[str], deadline: Deadline,
+                  known: Mapping[str, Known]) -> Iterator[Found]:
+    """``spool_changes`` for ``message_ids`` only (those whose files inotify saw change): each that
+    is still in the spool, whether it is split or not."""
+    input_dir = os.path.join(spool_directory, "input")
+    msglog_dir = os.path.join(spool_directory, "msglog")
+    parser = EximLineParser()
+    for n, message_id in enumerate(message_ids):
+        if n % CHECK_EVERY == 0:
+            deadline.check()
+        for directory, msglog in ((f"{input_dir}/{message_id[5]}", f"{msglog_dir}/{message_id[5]}/{message_id}"),
+                                  (input_dir, f"{msglog_dir}/{message_id}")):
+            header_identity = _identity(f"{directory}/{message_id}-H")
+            if header_identity:
+                journal = f"{message_id}-J"
+                names = {journal} if os.path.exists(f"{directory}/{journal}") else set()
+                found = _examine(message_id, directory, names, msglog, header_identity, known, parser)
+                if found is not None:
+                    yield found
+                break
+    deadline.check()
+
+
+class SpoolState:
+    """What the scans of one spool found (``known``: per message id), kept in step with the
+    ``QueueLedger`` they update."""
+
+    def __init__(self) -> None:
+        self.known: dict[str, Known] = {}
+        self.in_progress: set[str] = set()  # read with a -J journal: read again at every scan
+
+    def clear(self) -> None:
+        """Forget everything (a new ledger starts from nothing)."""
+        self.known.clear()
+        self.in_progress.clear()
+
+    def apply(self, found: Iterable[Found], ledger: QueueLedger, scope: Collection[str] | None = None) -> int:
+        """Apply a complete scan (``found``) to ``ledger``: a message read anew replaces its old
+        contribution; a message not found leaves — any, after a walk (``scope`` None), or one of
+        ``scope``, the ids an update looked at. Returns how many messages were read. When the scan
+        is cut short (``found`` raises), the ledger and ``known`` still agree; messages not
+        reached keep their contributions until a scan completes."""
+        known = self.known
+        seen: set[str] = set()
+        read = 0
+        for message_id, header, msglog, message in found:
+            seen.add(message_id)
+            if message is None:
+                continue
+            read += 1
+            old = known.pop(message_id, None)
+            if old is not None:
+                ledger.remove(old.contribution, old.queue, False)
+            # An unparsable -H file (or a listing's spool error): counted as malformed, left out of the totals.
+            contribution = ledger.encode(message if math.isfinite(message.arrival) else None)
+            ledger.add(contribution, message.queue, False)
+            known[message_id] = Known(header, msglog, contribution, message.queue)
+            if header is None:
+                self.in_progress.add(message_id)
+            else:
+                self.in_progress.discard(message_id)
+        gone = known.keys() - seen if scope is None else [i for i in scope if i in known and i not in seen]
+        for message_id in gone:
+            old = known.pop(message_id)
             ledger.remove(old.contribution, old.queue, False)
-        # An unparsable -H file (or a listing's spool error): counted as malformed, left out of the totals.
-        contribution = ledger.encode(message if math.isfinite(message.arrival) else None)
-        ledger.add(contribution, message.queue, False)
-        known[message_id] = Known(header, msglog, contribution, message.queue)
-    for message_id in known.keys() - seen:
-        old = known.pop(message_id)
-        ledger.remove(old.contribution, old.queue, False)
-    return read
+            self.in_progress.discard(message_id)
+        return read
 
 
-def _scan(input_dir: str, top: list[str], msglog_dir: str, deadline: Deadline,
-          known: Mapping[str, Known]) -> Iterator[Found]:
+def changed_ids(files: Iterable[tuple[str, str]], logs: Iterable[str]) -> set[str]:
+    """The message ids among the names of changed spool files (``<id>-H``, ``<id>-J``) and message
+    logs (``<id>``); other names (``-D`` files, temporary files) are left out."""
+    ids = {name[:-2] for _, name in files if name[-2:] in ("-H", "-J") and is_message_id(name[:-2])}
+    ids.update(name for name in logs if is_message_id(name))
+    return ids
+
+
+def _scan(input_dir: str, top: list[str], msglog_dir: str, deadline: Deadline, known: Mapping[str, Known],
+          watch: Watch) -> Iterator[Found]:
     parser = EximLineParser()
     seen = 0
-    for directory, entries in _directories(input_dir, top):
+    for directory, entries in _directories(input_dir, top, watch):
         split = directory != input_dir
         names = set(entries)
         for entry in entries:
@@ -374,25 +464,32 @@ def _scan(input_dir: str, top: list[str], msglog_dir: str, deadline: Deadline,
             header_identity = _identity(f"{directory}/{entry}")
             if not header_identity:
                 continue  # delivered meanwhile
-            # The record of a message with an attempt in progress holds the journal's state, not the -H file's.
-            trusted = None if f"{message_id}-J" in names else header_identity
-            last = known.get(message_id)
-            if (last is not None and trusted is not None and last.header == trusted
-                    and (last.msglog is None or last.msglog == _identity(msglog))):
-                yield message_id, last.header, last.msglog, None
-                continue
-            data = _read(f"{directory}/{entry}")
-            if data is None:
-                continue
-            try:
-                header = parse_header(data, message_id)
-            except SpoolFormatError:
-                yield message_id, trusted, None, QueueMessage(QUEUED, message_id, math.nan, 0, "", ())
-                continue
-            # The message log's identity before it is read: a line appended meanwhile makes the next scan read it again.
-            log_identity = _identity(msglog) if header.attempted and not header.frozen else None
-            yield message_id, trusted, log_identity, _message(header, directory, names, msglog, parser)
+            found = _examine(message_id, directory, names, msglog, header_identity, known, parser)
+            if found is not None:
+                yield found
     deadline.check()
+
+
+def _examine(message_id: str, directory: str, names: set[str], msglog: str, header_identity: bytes,
+             known: Mapping[str, Known], parser: EximLineParser) -> Found | None:
+    """One message whose -H file has ``header_identity``: unchanged since ``known``, or read anew
+    (None: it left the spool meanwhile)."""
+    # The record of a message with an attempt in progress holds the journal's state, not the -H file's.
+    trusted = None if f"{message_id}-J" in names else header_identity
+    last = known.get(message_id)
+    if (last is not None and trusted is not None and last.header == trusted
+            and (last.msglog is None or last.msglog == _identity(msglog))):
+        return message_id, last.header, last.msglog, None
+    data = _read(f"{directory}/{message_id}-H")
+    if data is None:
+        return None
+    try:
+        header = parse_header(data, message_id)
+    except SpoolFormatError:
+        return message_id, trusted, None, QueueMessage(QUEUED, message_id, math.nan, 0, "", ())
+    # The message log's identity before it is read: a line appended meanwhile makes the next scan read it again.
+    log_identity = _identity(msglog) if header.attempted and not header.frozen else None
+    return message_id, trusted, log_identity, _message(header, directory, names, msglog, parser)
 
 
 def _message(header: SpoolHeader, directory: str, names: set[str], msglog: str,

@@ -25,14 +25,10 @@ from pydantic import Field, field_validator, model_validator
 from collectors.command import CommandError, run
 from collectors.deadline import Deadline
 from collectors.postfix.showq import MailSystemDown, read_postqueue, read_showq_socket
-from collectors.postfix.spool import (
-    DEFAULT_DUP_FILTER_LIMIT,
-    DEFAULT_EMPTY_ADDRESS,
-    DEFAULT_FULL_SCAN_INTERVAL,
-    SpoolQueueReader,
-)
+from collectors.postfix.spool import DEFAULT_DUP_FILTER_LIMIT, DEFAULT_EMPTY_ADDRESS, SpoolQueueReader
 from collectors.queue_model import QueueMessage
 from collectors.settings import Duration, InstanceName, NonNegativeDuration, StrictModel
+from collectors.spool_watch import DEFAULT_FULL_SCAN_INTERVAL
 
 log = logging.getLogger("mtaq.postfix")
 

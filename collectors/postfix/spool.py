@@ -54,10 +54,10 @@ from collectors.postfix.queue_file import (
 )
 from collectors.postfix.spool_workers import ReadWorkers, WorkerError
 from collectors.queue_model import UNDECODABLE, QueueLedger, QueueMessage, QueueRecipient
+from collectors.spool_watch import DEFAULT_FULL_SCAN_INTERVAL, Changes, ChangeTracker
 from collectors.spool_watch import DEFER as WATCH_DEFER
 from collectors.spool_watch import QUEUE as WATCH_QUEUE
 from collectors.spool_watch import ROOT as WATCH_ROOT
-from collectors.spool_watch import Changes, ChangeTracker
 
 log = logging.getLogger("mtaq.postfix")
 
@@ -68,7 +68,6 @@ ACTIVE = "active"
 MAILDROP = "maildrop"
 DEFAULT_DUP_FILTER_LIMIT = 1000
 DEFAULT_EMPTY_ADDRESS = "MAILER-DAEMON"
-DEFAULT_FULL_SCAN_INTERVAL = 3600.0
 #: A cached entry: the file's identity followed by the message's contribution.
 _ID = IDENTITY.size
 #: Below this many files to read, worker processes cost more to start than they save.
