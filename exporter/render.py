@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]], *, align: str | None = None,
@@ -71,3 +72,14 @@ def change(values: Sequence[float]) -> str:
         return ""
     delta = values[-1] - values[0]
     return f"{delta:+g}" if delta else "±0"
+
+
+def queue_count(value: int | None) -> str:
+    """A queue's count, ``-`` where the MTA has no such queue."""
+    return "-" if value is None else str(value)
+
+
+def parked(lane: Mapping[str, Any]) -> str:
+    """A lane's held / frozen count: Postfix's hold queue or Exim's frozen messages."""
+    counts = [lane[name] for name in ("held", "frozen") if lane[name] is not None]
+    return str(sum(counts)) if counts else "-"

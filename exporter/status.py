@@ -14,7 +14,7 @@ from typing import Any
 
 from collectors.base import BaseCollector
 from exporter import __version__
-from exporter.render import age, ago, change, clip, percent, sparkline, when
+from exporter.render import age, ago, change, clip, parked, percent, queue_count, sparkline, when
 
 #: The page reloads itself this often (seconds).
 REFRESH_SECONDS = 15
@@ -111,15 +111,15 @@ def _lanes(queue: Mapping[str, Any], now: float) -> str:
             f"{_n(lane['messages'], 'messages')}{_age_cell(lane['oldest_arrival'], now, 'oldest')}"
             f"<td class='state {lane['state']}'>{_e(lane['state'])}</td>"
             f"<td class='trend' title='{_e(', '.join(map(str, trend)))}'>{_e(sparkline(trend))} "
-            f"{_e(change(trend))}</td>{_n(lane['deferred'], 'deferred')}{_n(lane['held'], 'held')}"
+            f"{_e(change(trend))}</td>{_n(queue_count(lane['deferred']), 'deferred')}{_n(parked(lane), 'held')}"
             f"{_n(lane['recipients'], 'recipients')}<td class='objective'>{_e(limit)}</td></tr>")
     return ("<h2 id='lanes-title'>Queue by lane</h2>"
             + _table("lanes", ["lane (instance)", "queued", "oldest", "state", "trend (last scans)", "deferred",
-                               "held", "recipients", "objective (depth, age warn / crit)"], rows)
-            + "<p class='meta'>Queued counts every queue but hold; oldest is the age of the oldest message "
-              "outside hold. Deferred and held are Postfix's queues of those names (0 for Exim, whose queues are "
-              "queued and frozen: a frozen message counts as queued). The alerts fire after the objective is "
-              "exceeded for 15 min (depth) or 5 min (age).</p>")
+                               "held / frozen", "recipients", "objective (depth, age warn / crit)"], rows)
+            + "<p class='meta'>Queued counts every queue but Postfix's hold; oldest is the age of the oldest "
+              "message outside hold. Deferred is Postfix's deferred queue (- for Exim, which has none); held / "
+              "frozen is Postfix's hold queue, or Exim's frozen messages (counted as queued too: they need a "
+              "person). The alerts fire after the objective is exceeded for 15 min (depth) or 5 min (age).</p>")
 
 
 def _deferred(rows_in: Sequence[Mapping[str, Any]], window: float | None) -> str:

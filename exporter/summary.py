@@ -41,6 +41,9 @@ TREND_POINTS = 20
 TOP_ROWS = 10
 #: Queues that do not count towards a lane's depth and age: held mail is parked on purpose.
 PARKED_QUEUES = frozenset({"hold"})
+#: Per lane, the queues shown on their own (None for an MTA without that queue): Postfix's deferred
+#: and hold queues, Exim's frozen messages (which count in the depth too: they need a person).
+SHOWN_QUEUES = {"deferred": DEFERRED, "held": "hold", "frozen": "frozen"}
 
 Labels = Mapping[str, str]
 Samples = dict[str, list[tuple[Labels, float]]]
@@ -97,21 +100,23 @@ def _counters(samples: Samples, at: float) -> _CounterSample:
 
 
 def _lane_depths(samples: Samples) -> dict[tuple[str, str, str], dict[str, Any]]:
-    """(mta, instance, lane) -> messages, recipients, deferred, held, oldest (arrival time or None)."""
+    """(mta, instance, lane) -> messages, recipients, oldest (arrival time or None), and the
+    ``SHOWN_QUEUES`` counts (None where the MTA has no such queue)."""
     cells: dict[tuple[str, str, str], dict[str, Any]] = {}
 
     def cell(labels: Labels) -> dict[str, Any]:
         key = (labels["mta"], labels["mta_instance"], labels["lane"])
-        return cells.setdefault(key, {"messages": 0, "recipients": 0, "deferred": 0, "held": 0, "oldest": None})
+        return cells.setdefault(key, {"messages": 0, "recipients": 0, "oldest": None,
+                                      **dict.fromkeys(SHOWN_QUEUES)})
 
+    shown = {queue: name for name, queue in SHOWN_QUEUES.items()}
     for labels, value in samples.get(F.QUEUE_MESSAGES.name, ()):
         totals = cell(labels)
-        if labels["queue"] in PARKED_QUEUES:
-            totals["held"] += int(value)
-            continue
-        totals["messages"] += int(value)
-        if labels["queue"] == DEFERRED:
-            totals["deferred"] += int(value)
+        queue = labels["queue"]
+        if queue in shown:  # the queue's series are zero-filled: present means the MTA has it
+            totals[shown[queue]] = (totals[shown[queue]] or 0) + int(value)
+        if queue not in PARKED_QUEUES:
+            totals["messages"] += int(value)
     for labels, value in samples.get(F.QUEUE_RECIPIENTS.name, ()):
         if labels["queue"] not in PARKED_QUEUES:
             cell(labels)["recipients"] += int(value)
@@ -250,7 +255,7 @@ class Summary:
             trend = [depth for _, depth in history]
             lanes.append({
                 "mta": mta, "instance": instance, "lane": lane, "messages": totals["messages"],
-                "recipients": totals["recipients"], "deferred": totals["deferred"], "held": totals["held"],
+                "recipients": totals["recipients"], **{name: totals[name] for name in SHOWN_QUEUES},
                 "oldest_arrival": oldest, "oldest_age_seconds": round(age, 3) if age is not None else None,
                 "objective": objective.model_dump() if objective else None,
                 "state": _state(totals["messages"], age, objective),

@@ -63,16 +63,20 @@ def _queue_and_log(metrics: Metrics) -> Metrics:
 
 
 def check_lanes(page: chromium.Page, metrics: Metrics) -> int:
-    """Every lane row equals the queue families of /metrics (hold apart); returns the rows checked."""
+    """Every lane row equals the queue families of /metrics (hold apart; held / frozen: Postfix's hold
+    or Exim's frozen, "-" where the MTA has no such queue); returns the rows checked."""
     generated = float(page.attrs["generated"]["data-epoch"])
     expected: dict[tuple[str, str], dict] = {}
     for labels, value in samples(metrics, "mtaq_queue_messages"):
         cell = expected.setdefault((labels["mta_instance"], labels["lane"]),
-                                   {"messages": 0, "deferred": 0, "held": 0, "recipients": 0, "oldest": None})
-        key = "held" if labels["queue"] == "hold" else "messages"
-        cell[key] += int(value)
-        if labels["queue"] == "deferred":
-            cell["deferred"] += int(value)
+                                   {"messages": 0, "deferred": None, "held": None, "recipients": 0, "oldest": None})
+        queue = labels["queue"]
+        if queue != "hold":
+            cell["messages"] += int(value)
+        if queue == "deferred":
+            cell["deferred"] = (cell["deferred"] or 0) + int(value)
+        if queue in ("hold", "frozen"):
+            cell["held"] = (cell["held"] or 0) + int(value)
     for labels, value in samples(metrics, "mtaq_queue_recipients"):
         if labels["queue"] != "hold":
             expected[(labels["mta_instance"], labels["lane"])]["recipients"] += int(value)
@@ -89,7 +93,7 @@ def check_lanes(page: chromium.Page, metrics: Metrics) -> int:
         lane = row.attrs["data-lane"]
         want = expected[(row.attrs["data-instance"], lane)]
         for column in ("messages", "deferred", "held", "recipients"):
-            assert int(row.by_class(column).text) == want[column], (lane, column)
+            assert row.by_class(column).text == ("-" if want[column] is None else str(want[column])), (lane, column)
         oldest = row.by_class("oldest")
         if want["oldest"] is None:
             assert oldest.text == "-"

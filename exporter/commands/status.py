@@ -17,14 +17,15 @@ seconds; a section is null when no collector provides it):
       generated_at, banner (null, or the demo's notice), addresses_masked
       window_seconds   span of the rates below (up to 300; less while the agent is young)
       queue            {instances: [{mta, instance, up, last_scan, scan_duration_seconds, source}],
-                        lanes: [{mta, instance, lane, messages, recipients, deferred, held,
+                        lanes: [{mta, instance, lane, messages, recipients, deferred, held, frozen,
                                  oldest_arrival, oldest_age_seconds,
                                  objective: {max_messages, max_oldest_age, critical_oldest_age,
                                              max_first_attempt_wait (null: not set)},
                                  state (ok|warning|critical), trend: [messages per scan],
                                  trend_seconds}]}
                        (messages, recipients and the oldest message count every queue but hold;
-                        deferred and held: Postfix's queues of those names, 0 for Exim)
+                        deferred and held: Postfix's queues of those names, frozen: Exim's frozen
+                        messages, counted in messages too; null where the MTA has no such queue)
       deferred         [{provider, reason, recipients (deferred queue), deferrals_in_window,
                          sample (last reply of that kind, or null)}]  (largest first, at most 10)
       providers        [{provider, sent, deferred, bounced (attempts since start), hard_bounces,
@@ -51,7 +52,7 @@ from typing import Any, TextIO
 
 from exporter.commands.agent_client import AgentError, add_agent_flags, get_json, shown_url
 from exporter.commands.flags import command_parser
-from exporter.render import age, ago, change, clip, percent, sparkline, table, when
+from exporter.render import age, ago, change, clip, parked, percent, queue_count, sparkline, table, when
 
 _COLOURS = {"ok": "32", "warning": "33", "critical": "31;1", "failing": "31;1", "down": "31;1", "waiting": "33",
             "banner": "30;43;1"}
@@ -103,10 +104,11 @@ def render(document: Mapping[str, Any], url: str, paint: Painter) -> str:
     if attention:
         out += _section("Needs attention", attention)
     if queue is not None:
-        rows = [[lane["instance"], lane["lane"], lane["messages"], lane["deferred"], lane["held"], lane["recipients"],
+        rows = [[lane["instance"], lane["lane"], lane["messages"], queue_count(lane["deferred"]), parked(lane),
+                 lane["recipients"],
                  age(lane["oldest_age_seconds"]), _objective(lane["objective"]), lane["state"],
                  f"{sparkline(lane['trend'])} {change(lane['trend'])}".strip()] for lane in queue["lanes"]]
-        lines = table(["instance", "lane", "queued", "deferred", "held", "rcpts", "oldest", "objective", "state",
+        lines = table(["instance", "lane", "queued", "deferred", "held/frozen", "rcpts", "oldest", "objective", "state",
                        "trend"], rows, align="llrrrrrlll", indent="  ")
         states = [lane["state"] for lane in queue["lanes"]]
         out += _section("Queue by lane (hold excluded; objective: depth, age warn/crit)",
