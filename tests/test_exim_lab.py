@@ -116,13 +116,18 @@ def test_the_queue_collector_matches_exim_bpc(lab: exim_lab.EximLab) -> None:
     assert set(p for p, _ in deferred) <= {"google", "yahoo", "microsoft", "apple"}
 
 
-def test_the_exim_bp_fallback_as_an_unprivileged_user(lab: exim_lab.EximLab) -> None:
-    """``nobody`` cannot list the spool; ``exim -bp`` (setuid, ``queue_list_requires_admin =
-    false`` in Exim's default configuration file) lists it for the reader, with the same messages."""
+@pytest.mark.parametrize("spool_mode", [None, 0o750], ids=["input-closed", "spool-closed"])
+def test_the_exim_bp_fallback_as_an_unprivileged_user(lab: exim_lab.EximLab, spool_mode: int | None) -> None:
+    """``nobody`` cannot list the spool (``input/``, or the spool directory itself as Debian makes
+    it); ``exim -bp`` (setuid, ``queue_list_requires_admin = false`` in Exim's default configuration
+    file) lists it for the reader, with the same messages."""
     default = Path("/etc/exim4/exim4.conf")
     if default.exists() or default.parent.exists():
         pytest.skip("/etc/exim4 exists on this host: its Exim configuration is not the lab's to replace")
     default.parent.mkdir()
+    mode = lab.spool.stat().st_mode & 0o7777
+    if spool_mode is not None:
+        lab.spool.chmod(spool_mode)
     try:
         default.write_text(lab.config.read_text().replace("keep_environment =",
                                                           "keep_environment =\nqueue_list_requires_admin = false"))
@@ -145,6 +150,7 @@ def test_the_exim_bp_fallback_as_an_unprivileged_user(lab: exim_lab.EximLab) -> 
         os.waitpid(pid, 0)
     finally:
         shutil.rmtree(default.parent)
+        lab.spool.chmod(mode)
     source, found = json.loads(answer)
     assert source == ["exim_bp", f"{lab.exim} -bp"]
     expected = listing(lab.bp())

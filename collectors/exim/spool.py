@@ -359,8 +359,9 @@ def spool_changes(spool_directory: str, deadline: Deadline, known: Mapping[str, 
     listed at once, as in ``read_spool`` (and checked for access before it is watched)."""
     input_dir = os.path.join(spool_directory, "input")
     msglog_dir = os.path.join(spool_directory, "msglog")
-    if os.path.isdir(input_dir) and not os.access(input_dir, os.R_OK | os.X_OK):
-        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), input_dir)
+    for path in (spool_directory, input_dir):  # one that does not exist is not this error
+        if os.path.isdir(path) and not os.access(path, os.R_OK | os.X_OK):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), path)
     watch(spool_directory, ROOT)
     if not os.path.isdir(input_dir) and os.path.isdir(spool_directory):
         return iter(())  # Exim makes input/ and msglog/ with its first message
