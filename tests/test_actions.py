@@ -134,6 +134,23 @@ def test_a_flapping_action_doubles_its_cool_down_up_to_its_ttl(tmp_path: Path, c
     assert "flap" not in applied["why"] and waited == 600
 
 
+def test_a_restart_remembers_recent_restores(tmp_path: Path, clock: FakeClock) -> None:
+    executor = Recording()
+    built = engine(tmp_path, executor, clock)
+    built.handle([alert(fingerprint="a")], "webhook")
+    built.handle([alert(firing=False, fingerprint="a")], "webhook")
+    clock.now += 600
+    built.refresh()
+    settle(built)
+    built.stop()
+    clock.now += 300
+    again = engine(tmp_path, executor, clock)  # the agent restarted; the alert fires again
+    [applied] = again.handle([alert(fingerprint="b")], "webhook")
+    assert "flap 1: 300 s after its restore" in applied["why"]
+    [resolved] = again.handle([alert(firing=False, fingerprint="b")], "webhook")
+    assert "cool-down of 1200 s" in resolved["why"]
+
+
 def test_ttl_lapses_without_a_resend(tmp_path: Path, clock: FakeClock) -> None:
     executor = Recording()
     built = engine(tmp_path, executor, clock)

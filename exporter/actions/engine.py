@@ -19,7 +19,8 @@ Rules of the game:
   operator restores it; ending undoes exactly what was done;
 - a throttle removes its own cause, so its alert resolves and may fire again soon after the
   restore: an action applied again within ``FLAP_WINDOW`` of its restore is a flap, and each flap
-  doubles its next cool-down (up to its TTL); an hour without it resets the count;
+  doubles its next cool-down (up to its TTL); an hour without it resets the count (recent restores
+  are kept in the state file too);
 - active actions are kept in ``state_file`` (atomic writes): after a restart, those still due
   are applied again (idempotent) and those that expired meanwhile are restored;
 - every decision is logged as one ``key=value`` line and kept in a bounded history;
@@ -354,7 +355,8 @@ class ActionEngine(BaseCollector):
         path = self.section.state_file
         if path is None:
             return
-        state = {"version": 1, "active": [asdict(a) for a in self._active.values() if not a.dry_run]}
+        state = {"version": 1, "active": [asdict(a) for a in self._active.values() if not a.dry_run],
+                 "restored": {action_id: list(entry) for action_id, entry in self._restored.items()}}
         try:
             atomic_write(path, json.dumps(state, indent=1).encode())
         except OSError as exc:
@@ -370,7 +372,11 @@ class ActionEngine(BaseCollector):
         try:
             with open(path, "rb") as f:
                 data = json.loads(f.read(1 << 20))
-            return [Active(**entry) for entry in data["active"]]
+            actives = [Active(**entry) for entry in data["active"]]
+            # Recent restores, so that a flap across a restart still doubles the cool-down (older files have none).
+            self._restored = {str(action_id): (float(at), int(flaps))
+                              for action_id, (at, flaps) in data.get("restored", {}).items()}
+            return actives
         except FileNotFoundError:
             return []
         except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
