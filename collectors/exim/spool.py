@@ -304,27 +304,38 @@ def _read(path: str) -> bytes | None:
 
 #: A file's (inode, mtime in ns, size), packed: what changes when Exim rewrites or appends to it.
 _IDENTITY = struct.Struct("=QqQ")
+#: The identity of a file that does not exist (no file has inode 0).
+_MISSING = bytes(_IDENTITY.size)
 
 
 def _identity(path: str) -> bytes:
-    """The identity of the file at ``path``; empty when there is none."""
+    """The identity of the file at ``path``; ``_MISSING`` when there is none."""
     try:
         st = os.stat(path)
     except FileNotFoundError:
-        return b""
+        return _MISSING
     return _IDENTITY.pack(st.st_ino, st.st_mtime_ns, st.st_size)
 
 
-@dataclass(slots=True)
-class Known:
-    """A message as the last scan left it: the identity of its -H file (None: read it again next
-    time) and of its message log (None: the record does not depend on it), and what it contributes
-    to the ledger."""
+#: What a scan keeps of a message, packed, as a million of them may be kept: flags, the identity
+#: of its -H file and of its message log, then its contribution to the ledger (``_pack_known()``).
+Known = bytes
+_KNOWN = struct.Struct(f"=B{_IDENTITY.size}s{_IDENTITY.size}s")
+_FROZEN, _USES_LOG = 1, 2
 
-    header: bytes | None
-    msglog: bytes | None
-    contribution: bytes
-    queue: str
+
+def _pack_known(header: bytes | None, msglog: bytes | None, contribution: bytes, queue: str) -> Known:
+    """A message as a scan leaves it: the identity of its -H file (None: read it again next time)
+    and of its message log (None: the record does not depend on it), and what it contributes to
+    the ledger in ``queue``."""
+    flags = (_FROZEN if queue == FROZEN else 0) | (_USES_LOG if msglog is not None else 0)
+    # An untrusted -H identity is stored as _MISSING, which no existing file has: never unchanged.
+    return _KNOWN.pack(flags, header or _MISSING, msglog or _MISSING) + contribution
+
+
+def _contribution(entry: Known) -> tuple[bytes, str]:
+    """What ``entry`` contributes to the ledger, and in which queue."""
+    return entry[_KNOWN.size:], FROZEN if entry[0] & _FROZEN else QUEUED
 
 
 #: A message a scan found: its id, the identities its record was read from (as in ``Known``), and
@@ -383,7 +394,7 @@ def spool_updates(spool_directory: str, message_ids: Iterable[str], deadline: De
         for directory, msglog in ((f"{input_dir}/{message_id[5]}", f"{msglog_dir}/{message_id[5]}/{message_id}"),
                                   (input_dir, f"{msglog_dir}/{message_id}")):
             header_identity = _identity(f"{directory}/{message_id}-H")
-            if header_identity:
+            if header_identity != _MISSING:
                 journal = f"{message_id}-J"
                 names = {journal} if os.path.exists(f"{directory}/{journal}") else set()
                 found = _examine(message_id, directory, names, msglog, header_identity, known, parser)
@@ -412,7 +423,7 @@ class SpoolState:
         ``scope``, the ids an update looked at. Returns how many messages were read. When the scan
         is cut short (``found`` raises), the ledger and ``known`` still agree; messages not
         reached keep their contributions until a scan completes."""
-        known = self.known
+        entries = self.known
         seen: set[str] = set()
         read = 0
         for message_id, header, msglog, message in found:
@@ -420,21 +431,20 @@ class SpoolState:
             if message is None:
                 continue
             read += 1
-            old = known.pop(message_id, None)
+            old = entries.pop(message_id, None)
             if old is not None:
-                ledger.remove(old.contribution, old.queue, False)
+                ledger.remove(*_contribution(old), False)
             # An unparsable -H file (or a listing's spool error): counted as malformed, left out of the totals.
             contribution = ledger.encode(message if math.isfinite(message.arrival) else None)
             ledger.add(contribution, message.queue, False)
-            known[message_id] = Known(header, msglog, contribution, message.queue)
+            entries[message_id] = _pack_known(header, msglog, contribution, message.queue)
             if header is None:
                 self.in_progress.add(message_id)
             else:
                 self.in_progress.discard(message_id)
-        gone = known.keys() - seen if scope is None else [i for i in scope if i in known and i not in seen]
+        gone = entries.keys() - seen if scope is None else [i for i in scope if i in entries and i not in seen]
         for message_id in gone:
-            old = known.pop(message_id)
-            ledger.remove(old.contribution, old.queue, False)
+            ledger.remove(*_contribution(entries.pop(message_id)), False)
             self.in_progress.discard(message_id)
         return read
 
@@ -463,7 +473,7 @@ def _scan(input_dir: str, top: list[str], msglog_dir: str, deadline: Deadline, k
             message_id = entry[:-2]
             msglog = f"{msglog_dir}/{entry[5]}/{message_id}" if split else f"{msglog_dir}/{message_id}"
             header_identity = _identity(f"{directory}/{entry}")
-            if not header_identity:
+            if header_identity == _MISSING:
                 continue  # delivered meanwhile
             found = _examine(message_id, directory, names, msglog, header_identity, known, parser)
             if found is not None:
@@ -478,9 +488,10 @@ def _examine(message_id: str, directory: str, names: set[str], msglog: str, head
     # The record of a message with an attempt in progress holds the journal's state, not the -H file's.
     trusted = None if f"{message_id}-J" in names else header_identity
     last = known.get(message_id)
-    if (last is not None and trusted is not None and last.header == trusted
-            and (last.msglog is None or last.msglog == _identity(msglog))):
-        return message_id, last.header, last.msglog, None
+    if last is not None and trusted is not None:
+        flags, header_was, msglog_was = _KNOWN.unpack_from(last)
+        if header_was == trusted and (not flags & _USES_LOG or msglog_was == _identity(msglog)):
+            return message_id, trusted, msglog_was if flags & _USES_LOG else None, None
     data = _read(f"{directory}/{message_id}-H")
     if data is None:
         return None
