@@ -15,6 +15,11 @@ and pid file, relaying each provider's domain to its own loopback address of one
 every other provider). Needs root (Exim is setuid root and drops to ``Debian-exim``).
 
 ``python -m tests.lab.exim install`` does the installation alone (``make test`` runs it).
+
+``install_backport()`` unpacks a second, newer Exim beside it: Debian 12's backports carry 4.98,
+which writes the 23-character message ids of Exim 4.97 and later. It is fetched with a private apt
+state (the host's sources and package lists are not touched) and only run directly (``-odq``
+submissions, ``-bp``, ``-M…`` commands), never as a daemon: ``/usr/sbin/exim4`` stays the lab's.
 """
 
 from __future__ import annotations
@@ -61,6 +66,43 @@ def available() -> str | None:
 
 def _unpacked_debs() -> list[Path]:
     return [deb for package in PACKAGES for deb in CACHE.glob(f"{package}_*.deb")]
+
+
+BACKPORT_CACHE = CACHE / "backports"
+
+
+def debian_codename() -> str | None:
+    """This host's Debian release name (``bookworm``), None when it is no Debian."""
+    try:
+        lines = Path("/etc/os-release").read_text().splitlines()
+    except OSError:
+        return None
+    values = dict(line.partition("=")[::2] for line in lines if "=" in line)
+    return values.get("VERSION_CODENAME", "").strip('"') or None if values.get("ID") == "debian" else None
+
+
+def install_backport() -> Path:
+    """Exim from ``<codename>-backports`` (fetched once, unpacked beside the lab's); its binary."""
+    codename = debian_codename()
+    root = BACKPORT_CACHE / "root"
+    exim = root / "usr" / "sbin" / "exim4"
+    if exim.exists():
+        return exim
+    state = BACKPORT_CACHE / "apt"
+    for directory in (state / "lists" / "partial", state / "cache" / "archives" / "partial"):
+        directory.mkdir(parents=True, exist_ok=True)
+    sources = state / "sources.list"
+    sources.write_text(f"deb http://deb.debian.org/debian {codename}-backports main\n")
+    private = ["-o", f"Dir::Etc::SourceList={sources}", "-o", "Dir::Etc::SourceParts=/dev/null",
+               "-o", f"Dir::State::Lists={state / 'lists'}", "-o", f"Dir::Cache={state / 'cache'}",
+               "-o", "APT::Sandbox::User=root"]
+    for argv in (["apt-get", "-q", *private, "update"], ["apt-get", "-q", *private, "download", "exim4-daemon-light"]):
+        done = subprocess.run(argv, cwd=BACKPORT_CACHE, capture_output=True, text=True, check=False, timeout=300)
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(argv[:2] + argv[-1:])} ({codename}-backports) failed: {done.stderr.strip()}")
+    (deb,) = BACKPORT_CACHE.glob("exim4-daemon-light_*.deb")
+    subprocess.run(["dpkg", "-x", str(deb), str(root)], check=True, capture_output=True)
+    return exim
 
 
 def install() -> Path:
