@@ -35,6 +35,7 @@ class NewExim:
     """An Exim 4.97+ run directly on its own spool (no daemon): ``exim -C <config> args``."""
 
     def __init__(self, root: Path) -> None:
+        exim_lab.install()  # the Debian-exim user and the libraries both versions need
         self.binary = exim_lab.install_backport()
         self.spool = root / "spool"
         self.mainlog = root / "log" / "mainlog"
