@@ -100,7 +100,7 @@ def install_backport() -> Path:
         done = subprocess.run(argv, cwd=BACKPORT_CACHE, capture_output=True, text=True, check=False, timeout=300)
         if done.returncode != 0:
             raise RuntimeError(f"{' '.join(argv[:2] + argv[-1:])} ({codename}-backports) failed: {done.stderr.strip()}")
-    (deb,) = BACKPORT_CACHE.glob("exim4-daemon-light_*.deb")
+    deb = max(BACKPORT_CACHE.glob("exim4-daemon-light_*.deb"))  # the newest, if an older one was kept
     subprocess.run(["dpkg", "-x", str(deb), str(root)], check=True, capture_output=True)
     return exim
 
