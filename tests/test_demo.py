@@ -21,10 +21,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from collectors import families as F
-from collectors.deadline import Deadline
 from collectors.exim.log_parse import EximLineParser
 from collectors.exim.message_id import id_time, is_message_id
-from collectors.exim.spool import read_spool
 from collectors.log_pipeline import Unparsed
 from exporter.commands.demo import (
     EXIM_ID_STEP,
@@ -37,6 +35,7 @@ from exporter.commands.demo import (
 )
 from tests.exim_reference import listing, reference, series
 from tests.helpers import AgentProcess, free_port, wait_until
+from tests.test_exim_queue import spool_messages
 
 FIXTURES = Path(__file__).parent / "fixtures"
 #: ``exim -bp`` of the captured spool, which the demo bundles (a test below checks they are one).
@@ -152,8 +151,7 @@ def test_the_shifted_spool_is_the_bundled_one_an_hour_later(tmp_path: Path) -> N
     bundled = Path(str(resources.files("collectors").joinpath(f"data/{EXIM_SPOOL}")))
     now = time.time() + 3600.25
     shifted_spool(str(tmp_path), now)
-    before = {m.queue_id: m for m in read_spool(str(bundled), Deadline(30))}
-    after = {m.queue_id: m for m in read_spool(str(tmp_path), Deadline(30))}
+    before, after = spool_messages(bundled), spool_messages(tmp_path)
     assert set(after) == set(before) == set(EXIM_LISTED)
     shifts = {round(after[i].arrival - before[i].arrival, 6) for i in before}
     assert len(shifts) == 1 and shifts.pop().is_integer()

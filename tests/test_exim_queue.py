@@ -17,7 +17,7 @@ from collectors.deadline import Deadline, ReadTimeout
 from collectors.exim.instance import EximInstance, EximQueueReader, EximSection
 from collectors.exim.message_id import id_time, is_message_id, shift_arrival, subdirectory
 from collectors.exim.queue_listing import decode_bp
-from collectors.exim.spool import EXIM_QUEUES, QUEUED, SpoolFormatError, parse_header, read_spool
+from collectors.exim.spool import EXIM_QUEUES, QUEUED, SpoolFormatError, parse_header
 from collectors.queue_collector import QueueCollector
 from collectors.queue_model import QueueMessage
 from exporter.summary import collect_samples
@@ -30,8 +30,10 @@ LISTED = listing(BP)
 LAB = ClassificationConfig.model_validate({"local_delivery": {"loopback": False}})
 
 
-def spool_messages(spool: Path = SPOOL) -> dict[str, QueueMessage]:
-    return {m.queue_id: m for m in read_spool(str(spool), Deadline(30))}
+def spool_messages(spool: Path = SPOOL, deadline: float = 30) -> dict[str, QueueMessage]:
+    """Every message of ``spool`` as the queue reader reads it afresh."""
+    reader = EximQueueReader(EximInstance(name="exim-lab", spool_directory=str(spool)))
+    return {m.queue_id: m for m in reader.read(Deadline(deadline))}
 
 
 def headers() -> Iterator[Path]:
@@ -414,7 +416,7 @@ def test_a_read_past_its_deadline_reports_down_and_keeps_the_last_complete_scan(
     assert series(samples, "mtaq_up", "mta") == {}  # 0: never partial totals
     assert samples["mtaq_queue_messages"] == before
     with pytest.raises(ReadTimeout):
-        list(read_spool(str(spool), Deadline(1e-9)))
+        spool_messages(spool, deadline=1e-9)
 
 
 def test_a_missing_spool_is_an_error_without_fallback(tmp_path: Path) -> None:

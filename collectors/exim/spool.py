@@ -15,7 +15,7 @@ Per message (Exim spec, "Format of spool files"; ``src/spool_in.c``):
 
 The Exim manual says spool files are "not intended as an interface to other programs"; the
 format has been stable since Exim 4 and ``exim -bp`` is the fallback when it cannot be read.
-Parsing is pure (bytes in, a record or ``SpoolFormatError`` out); ``read_spool`` does the I/O.
+Parsing is pure (bytes in, a record or ``SpoolFormatError`` out); ``spool_changes`` does the I/O.
 
 The queue collector scans incrementally (``SpoolState``): Exim writes a new -H file (a new
 inode, renamed over the old) whenever a delivery attempt changes it, and appends to the message
@@ -346,28 +346,21 @@ Found = tuple[str, bytes | None, bytes | None, QueueMessage | None]
 Watch = Callable[[str, str], None]
 
 
-def read_spool(spool_directory: str, deadline: Deadline) -> Iterator[QueueMessage]:
-    """Every message in the spool, within ``deadline`` (``ReadTimeout`` when it passes).
-
-    ``input/`` is listed at once, so that ``OSError`` (the agent is not in the Exim group: the
-    caller may fall back to ``exim -bp``) comes before any message. A -H file that cannot be parsed
-    comes out as a message with a non-finite arrival, which is left out of the totals and counted;
-    one that disappears while the scan runs was delivered meanwhile and is left out, as
-    ``exim -bp`` does.
-    """
-    return (message for *_, message in spool_changes(spool_directory, deadline, {}) if message is not None)
-
-
 def unwatched(path: str, kind: str) -> None:
     """The ``watch`` of a scan whose changes nobody tracks."""
 
 
 def spool_changes(spool_directory: str, deadline: Deadline, known: Mapping[str, Known],
                   watch: Watch = unwatched) -> Iterator[Found]:
-    """Every message in the spool as ``read_spool`` finds it, except that one whose files are as
-    ``known`` has them comes without a record. Each directory is given to ``watch`` before it is
-    listed, so that a change after the listing is seen by whoever tracks them; ``input/`` is
-    listed at once, as in ``read_spool`` (and checked for access before it is watched)."""
+    """Every message in the spool, within ``deadline`` (``ReadTimeout`` when it passes), except that
+    one whose files are as ``known`` has them comes without a record.
+
+    ``input/`` is checked and listed at once, so that ``PermissionError`` (the agent is not in the
+    Exim group: the caller may fall back to ``exim -bp``) comes before any message. A -H file that
+    cannot be parsed comes out as a message with a non-finite arrival (counted as malformed, left
+    out of the totals); one that disappears while the scan runs was delivered meanwhile and is
+    left out, as ``exim -bp`` does. Each directory is given to ``watch`` before it is listed, so
+    that a change after the listing is seen by whoever tracks them."""
     input_dir = os.path.join(spool_directory, "input")
     msglog_dir = os.path.join(spool_directory, "msglog")
     for path in (spool_directory, input_dir):  # one that does not exist is not this error
