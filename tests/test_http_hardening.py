@@ -283,3 +283,14 @@ def test_hangup_is_ignored_and_terminate_writes_the_checkpoint(tmp_path: Path) -
         assert process.stop() == 0
     assert "received SIGHUP: ignored" in process.output and "received SIGUSR1: ignored" in process.output
     assert json.loads(checkpoint.read_text())[str(log)]["offset"] == log.stat().st_size
+
+
+def test_terminate_right_after_start_ends_the_agent() -> None:
+    """CI once saw the agent never end after a SIGTERM sent the moment it said "listening on": the
+    handler set a ``threading.Event`` whose lock the main thread held while entering ``wait``. The
+    handlers now take no lock; a signal at that moment (repeated, as the race is narrow) ends it."""
+    for _ in range(5):
+        with AgentProcess("--no-collector.postfix_queue", "--no-collector.postfix_log",
+                          env={"PATH": "/usr/bin:/bin"}) as process:
+            process.wait_for_line("listening on")
+            assert process.stop() == 0, process.output

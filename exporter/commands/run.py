@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 import signal
+import socket
 import sys
-import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -42,10 +42,8 @@ USAGE = """commands (mtaq-exporter COMMAND --help for each):
 Exit status 2 on bad configuration or usage, with one line per problem naming the key."""
 
 
-def run_agent(config: Any, collectors: Sequence[BaseCollector] | None = None, *,
-              ready: threading.Event | None = None, banner: str | None = None) -> int:
-    """Run the agent until SIGINT/SIGTERM (or, off the main thread, until the process ends);
-    ``banner`` tops its page."""
+def run_agent(config: Any, collectors: Sequence[BaseCollector] | None = None, *, banner: str | None = None) -> int:
+    """Run the agent until SIGINT or SIGTERM (call from the main thread); ``banner`` tops its page."""
     try:
         agent = Agent(config, collectors, banner=banner)
     except ConfigError as exc:
@@ -53,31 +51,59 @@ def run_agent(config: Any, collectors: Sequence[BaseCollector] | None = None, *,
     except FamilyConflictError as exc:
         print(f"mtaq-exporter: cannot start: {exc}", file=sys.stderr)
         return 2
-    stop = threading.Event()
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: stop.set())
-        for sig in (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
-            signal.signal(sig, _ignored)
-    try:
-        agent.start()
-    except ListenError as exc:
-        agent.stop()
-        print(f"mtaq-exporter: {exc}", file=sys.stderr)
-        return 2
-    print(f"mtaq-exporter {__version__} serving on port {agent.port} (Ctrl-C to stop)", file=sys.stderr)
-    if ready is not None:
-        ready.set()
-    stop.wait()
+    with _Signals() as signals:
+        try:
+            agent.start()
+        except ListenError as exc:
+            agent.stop()
+            print(f"mtaq-exporter: {exc}", file=sys.stderr)
+            return 2
+        print(f"mtaq-exporter {__version__} serving on port {agent.port} (Ctrl-C to stop)", file=sys.stderr)
+        signals.wait_for_stop()
     agent.stop()
     return 0
 
 
-def _ignored(signum: int, _frame: object) -> None:
-    # The default action of these signals is to end the process at once, without the final
-    # checkpoint; a configuration reload would have to rebuild every collector: not supported.
-    log.warning("received %s: ignored (configuration reload is not supported; restart the agent)",
-                signal.Signals(signum).name)
+class _Signals:
+    """SIGINT and SIGTERM end the agent; SIGHUP, SIGUSR1 and SIGUSR2 are logged and ignored.
+
+    The handlers do nothing themselves: the interpreter writes each signal's number to a socket
+    the main thread reads. A handler that set a ``threading.Event`` deadlocked when the signal
+    landed while the main thread was entering that Event's ``wait`` (its lock is not re-entrant):
+    CI saw it, a SIGTERM right after start-up, and the agent never ended.
+    """
+
+    STOP = (signal.SIGINT, signal.SIGTERM)
+    # Their default action ends the process at once, without the final checkpoint; a configuration
+    # reload would have to rebuild every collector: not supported.
+    IGNORED = (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
+
+    def __enter__(self) -> _Signals:
+        self._read, self._write = socket.socketpair()
+        self._write.setblocking(False)
+        self._previous_fd = signal.set_wakeup_fd(self._write.fileno(), warn_on_full_buffer=False)
+        self._previous = {sig: signal.signal(sig, _noop) for sig in (*self.STOP, *self.IGNORED)}
+        return self
+
+    def wait_for_stop(self) -> None:
+        """Block until SIGINT or SIGTERM has arrived (also one that arrived before the call)."""
+        while True:
+            for number in self._read.recv(64):
+                if number in self.STOP:
+                    return
+                log.warning("received %s: ignored (configuration reload is not supported; restart the agent)",
+                            signal.Signals(number).name)
+
+    def __exit__(self, *_exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        signal.set_wakeup_fd(self._previous_fd)
+        self._read.close()
+        self._write.close()
+
+
+def _noop(_signum: int, _frame: object) -> None:
+    """A Python-level handler, so that the signal reaches the wakeup socket instead of its default action."""
 
 
 def main(argv: list[str]) -> int:
