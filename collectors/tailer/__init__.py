@@ -6,7 +6,7 @@ turns bytes into batches of raw lines and keeps its own counters (``stats``). It
 How a file is followed (``SPEC.md`` §9, ``postfix-anchors.md`` §5 row 2 and §10.2):
 
 - Correctness comes from the poll pass alone (:meth:`Tailer.poll_once`): read the open fd to EOF,
-  then ``stat()`` the path and compare device/inode and size with the fd. inotify (watchdog) only
+  then ``stat()`` the path and compare device/inode and size with the fd. inotify only
   wakes the loop early; when it cannot watch a directory the loop simply polls.
 - Rename + create (logrotate ``create``, ``postfix logrotate``'s ``maillog_file.YYYYMMDD-HHMMSS``):
   when the path names a new inode, the old fd is drained to EOF first, then the new file is read
