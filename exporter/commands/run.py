@@ -60,7 +60,7 @@ def run_agent(config: Any, collectors: Sequence[BaseCollector] | None = None, *,
             return 2
         print(f"mtaq-exporter {__version__} serving on port {agent.port} (Ctrl-C to stop)", file=sys.stderr)
         signals.wait_for_stop()
-    agent.stop()
+        agent.stop()  # still inside: a second SIGTERM must not cut the final checkpoint short
     return 0
 
 
