@@ -14,6 +14,7 @@ a third of the agent's CPU at 1,000 lines/s.)
 from __future__ import annotations
 
 import logging
+import math
 import os
 import select
 import threading
@@ -103,7 +104,9 @@ class Waker:
         last_wake = -COALESCE_SECONDS
         while True:
             # No timer while nothing is pending: an idle or quiet log costs no wake-up of this thread.
-            timeout = None if not pending else max(0, round((last_wake + COALESCE_SECONDS - time.monotonic()) * 1000))
+            timeout = None
+            if pending:
+                timeout = max(0, math.ceil((last_wake + COALESCE_SECONDS - time.monotonic()) * 1000))
             ready = poller.poll(timeout)
             if any(fd == self._stop_r for fd, _ in ready):
                 return
