@@ -4,10 +4,12 @@ away and comes back, and the fallback to polling when inotify is unavailable."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -35,6 +37,18 @@ class Wakes:
         return woken
 
 
+@contextlib.contextmanager
+def watching(log: Path, poll_interval: float = 60) -> Iterator[tuple[Waker, Wakes]]:
+    """A started ``Waker`` on ``log`` and its wake-up counter; stopped at the end."""
+    wakes = Wakes()
+    waker = Waker({str(log)}, wakes, poll_interval)
+    waker.start()
+    try:
+        yield waker, wakes
+    finally:
+        waker.stop(5)
+
+
 def quiet(wakes: Wakes) -> None:
     """Let pending wake-ups through, then forget them."""
     time.sleep(5 * COALESCE_SECONDS)
@@ -46,34 +60,25 @@ def test_writes_to_a_tailed_file_wake_and_a_burst_wakes_once_per_window(tmp_path
     """syslog writes each line on its own: 500 writes must not make 500 passes."""
     log = tmp_path / "mail.log"
     log.write_bytes(b"")
-    wakes = Wakes()
-    waker = Waker({str(log)}, wakes, poll_interval=60)
-    waker.start()
-    try:
+    with watching(log) as (_, wakes), open(log, "ab", buffering=0) as out:
         quiet(wakes)
-        with open(log, "ab", buffering=0) as out:
-            out.write(b"one line\n")
-            assert wakes.wait()
-            quiet(wakes)
-            began = time.monotonic()
-            for n in range(500):
-                out.write(b"line %d\n" % n)
-            took = time.monotonic() - began
+        out.write(b"one line\n")
+        assert wakes.wait()
+        quiet(wakes)
+        began = time.monotonic()
+        for n in range(500):
+            out.write(b"line %d\n" % n)
+        took = time.monotonic() - began
         assert wakes.wait()
         time.sleep(5 * COALESCE_SECONDS)
         # At most one wake-up per coalescing window while writing, and one after.
         assert 1 <= wakes.count <= took / COALESCE_SECONDS + 2, (wakes.count, took)
-    finally:
-        waker.stop(5)
 
 
 def test_other_files_in_the_directory_do_not_wake(tmp_path: Path) -> None:
     log = tmp_path / "mail.log"
     log.write_bytes(b"")
-    wakes = Wakes()
-    waker = Waker({str(log)}, wakes, poll_interval=60)
-    waker.start()
-    try:
+    with watching(log) as (_, wakes):
         quiet(wakes)
         (tmp_path / "other.log").write_bytes(b"not ours\n")
         (tmp_path / "other.log").read_bytes()  # opening and reading: never a wake-up
@@ -81,17 +86,12 @@ def test_other_files_in_the_directory_do_not_wake(tmp_path: Path) -> None:
         assert not wakes.wait(0.3)
         os.rename(tmp_path / "other.log", log)  # something else renamed onto the tailed name
         assert wakes.wait()
-    finally:
-        waker.stop(5)
 
 
 def test_rotation_and_deletion_wake(tmp_path: Path) -> None:
     log = tmp_path / "mail.log"
     log.write_bytes(b"a\n")
-    wakes = Wakes()
-    waker = Waker({str(log)}, wakes, poll_interval=60)
-    waker.start()
-    try:
+    with watching(log) as (_, wakes):
         quiet(wakes)
         os.rename(log, tmp_path / "mail.log.1")
         assert wakes.wait()
@@ -101,8 +101,6 @@ def test_rotation_and_deletion_wake(tmp_path: Path) -> None:
         quiet(wakes)
         log.unlink()
         assert wakes.wait()
-    finally:
-        waker.stop(5)
 
 
 def test_a_directory_that_goes_away_is_watched_again_when_it_is_back(tmp_path: Path,
@@ -112,10 +110,7 @@ def test_a_directory_that_goes_away_is_watched_again_when_it_is_back(tmp_path: P
     directory.mkdir()
     log = directory / "mail.log"
     log.write_bytes(b"")
-    wakes = Wakes()
-    waker = Waker({str(log)}, wakes, poll_interval=60)
-    waker.start()
-    try:
+    with watching(log) as (waker, wakes):
         assert not waker.incomplete
         log.unlink()
         directory.rmdir()
@@ -127,8 +122,6 @@ def test_a_directory_that_goes_away_is_watched_again_when_it_is_back(tmp_path: P
         quiet(wakes)
         log.write_bytes(b"back\n")
         assert wakes.wait()
-    finally:
-        waker.stop(5)
 
 
 def test_a_missing_directory_is_polled_until_it_can_be_watched(tmp_path: Path,
@@ -136,11 +129,7 @@ def test_a_missing_directory_is_polled_until_it_can_be_watched(tmp_path: Path,
                                                                 caplog: pytest.LogCaptureFixture) -> None:
     monkeypatch.setattr(wake, "RETRY_SECONDS", 0.0)
     log = tmp_path / "later" / "mail.log"
-    wakes = Wakes()
-    waker = Waker({str(log)}, wakes, poll_interval=0.5)
-    with caplog.at_level(logging.INFO, "mtaq.tailer"):
-        waker.start()
-    try:
+    with caplog.at_level(logging.INFO, "mtaq.tailer"), watching(log, poll_interval=0.5) as (waker, wakes):
         assert waker.incomplete
         assert f"cannot watch {log.parent} ([Errno 2] inotify_add_watch {log.parent}: No such file or directory); " \
                "polling it every 0.50s" in caplog.text
@@ -149,8 +138,6 @@ def test_a_missing_directory_is_polled_until_it_can_be_watched(tmp_path: Path,
         assert not waker.incomplete
         log.write_bytes(b"x\n")
         assert wakes.wait()
-    finally:
-        waker.stop(5)
 
 
 def test_without_inotify_the_tailer_polls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
